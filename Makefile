@@ -1,0 +1,52 @@
+# ftk — everything starts from `make demo` or `make test` on a fresh clone.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PY     := $(BIN)/python
+FTK    := $(BIN)/ftk
+export PYTHONWARNINGS ?= ignore::FutureWarning
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+RECIPE ?= configs/agnews_tiny_cpu.yaml
+RUN    ?=
+
+.PHONY: venv demo test test-fast prepare train eval clean help
+
+help:
+	@echo "make demo            offline end-to-end demo: synthetic AG News -> tiny model -> train -> eval"
+	@echo "make test            the full test suite (includes a real tiny LLaMA-Factory run)"
+	@echo "make prepare RECIPE=configs/x.yaml   prepare the recipe's data"
+	@echo "make train RECIPE=configs/x.yaml     train (new run directory under runs/)"
+	@echo "make eval RUN=runs/<run>             evaluate a run on its test split"
+
+# Create or reuse .venv; reinstall only when the dependency files change.
+venv: $(STAMP)
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(FTK) demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+prepare: $(STAMP)
+	$(FTK) prepare $(RECIPE)
+
+train: $(STAMP)
+	$(FTK) train $(RECIPE)
+
+eval: $(STAMP)
+	@test -n "$(RUN)" || { echo "usage: make eval RUN=runs/<run-dir>"; exit 2; }
+	$(FTK) eval $(RUN)
+
+clean:
+	rm -rf runs data/synth data/prepared data/models .pytest_cache

@@ -1,0 +1,79 @@
+"""Launch commands as visible argument lists, and the one place that starts a subprocess."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+LAUNCHER_MODULE = "llamafactory.launcher"
+
+
+def build_train_argv(config_path: str, *, nnodes: int = 1, nproc_per_node: int = 1, node_rank: int = 0,
+                     master_addr: str = "127.0.0.1", master_port: int = 29500) -> list[str]:
+    """The training command. One process: `python -m llamafactory.launcher CFG`; otherwise torchrun.
+
+    >>> build_train_argv("run/llamafactory.yaml")
+    ['python', '-m', 'llamafactory.launcher', 'run/llamafactory.yaml']
+    """
+    if nnodes == 1 and nproc_per_node == 1:
+        return ["python", "-m", LAUNCHER_MODULE, config_path]
+    return [
+        "torchrun",
+        "--nnodes", str(nnodes),
+        "--node-rank", str(node_rank),
+        "--nproc-per-node", str(nproc_per_node),
+        "--master-addr", master_addr,
+        "--master-port", str(master_port),
+        "-m", LAUNCHER_MODULE,
+        config_path,
+    ]
+
+
+def shell_quote(argv: Sequence[str]) -> str:
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+def launch_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for a child: this interpreter's bin dir first, so `python`/`torchrun` are ours."""
+    env = dict(os.environ)
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    env.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # The launcher itself decides about torchrun; stop LLaMA-Factory from re-launching.
+    env.pop("FORCE_TORCHRUN", None)
+    env.update(extra or {})
+    return env
+
+
+def resolve(argv: Sequence[str], env: dict[str, str]) -> list[str]:
+    """Replace a bare `python` with this interpreter (the venv's), keep the rest as given."""
+    argv = list(argv)
+    if argv and argv[0] == "python":
+        argv[0] = sys.executable
+    return argv
+
+
+def run_streaming(argv: Sequence[str], log_path: Path, *, cwd: str | Path | None = None,
+                  env: dict[str, str] | None = None) -> int:
+    """Run argv (no shell), stream its output to the terminal and to log_path; return the exit code."""
+    env = env or launch_env()
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(resolve(argv, env), cwd=cwd, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, bufsize=0)
+        assert proc.stdout is not None
+        try:
+            while chunk := proc.stdout.read1(65536) if hasattr(proc.stdout, "read1") else proc.stdout.read(4096):
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
+                log.write(chunk)
+                log.flush()
+        except KeyboardInterrupt:
+            proc.terminate()
+            proc.wait()
+            raise
+        return proc.wait()

@@ -1,0 +1,143 @@
+"""The one module that knows LLaMA-Factory's YAML keys, dataset_info schema and DeepSpeed presets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ftk.errors import FtkError
+from ftk.fileio import write_json
+
+DATASET_INFO = "dataset_info.json"
+ALPACA_COLUMNS = {"prompt": "instruction", "query": "input", "response": "output"}
+
+
+def dataset_info_entry(file_name: str) -> dict:
+    return {"file_name": file_name, "formatting": "alpaca", "columns": dict(ALPACA_COLUMNS)}
+
+
+def update_dataset_info(dataset_dir: str | Path, entries: dict[str, dict]) -> None:
+    """Merge `entries` into dataset_dir/dataset_info.json, keeping every other dataset's entry."""
+    path = Path(dataset_dir) / DATASET_INFO
+    info: dict = {}
+    if path.exists():
+        try:
+            info = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise FtkError(f"not valid JSON: {exc.msg}", path=path, where=str(exc.lineno)) from None
+    info.update(entries)
+    write_json(path, info)
+
+
+def _zero_config(stage: int, offload: bool = False) -> dict:
+    zero: dict[str, Any] = {
+        "stage": stage,
+        "overlap_comm": False,
+        "contiguous_gradients": True,
+        "reduce_bucket_size": "auto",
+    }
+    if stage == 3:
+        zero.update({
+            "sub_group_size": 1e9,
+            "stage3_prefetch_bucket_size": "auto",
+            "stage3_param_persistence_threshold": "auto",
+            "stage3_max_live_parameters": 1e9,
+            "stage3_max_reuse_distance": 1e9,
+            "stage3_gather_16bit_weights_on_model_save": True,
+        })
+        if offload:
+            zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+            zero["offload_param"] = {"device": "cpu", "pin_memory": True}
+    elif stage == 2:
+        zero.update({"allgather_partitions": True, "allgather_bucket_size": 5e8,
+                     "reduce_scatter": True, "round_robin_gradients": True})
+    return {
+        "train_batch_size": "auto",
+        "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto",
+        "zero_allow_untested_optimizer": True,
+        "fp16": {"enabled": "auto", "loss_scale": 0, "loss_scale_window": 1000,
+                 "initial_scale_power": 16, "hysteresis": 2, "min_loss_scale": 1},
+        "bf16": {"enabled": "auto"},
+        "zero_optimization": zero,
+    }
+
+
+DEEPSPEED_PRESETS = {
+    "z0": lambda: _zero_config(0),
+    "z2": lambda: _zero_config(2),
+    "z3": lambda: _zero_config(3),
+    "z3_offload": lambda: _zero_config(3, offload=True),
+}
+
+
+def deepspeed_config(preset: str) -> dict:
+    return DEEPSPEED_PRESETS[preset]()
+
+
+def render_train_args(recipe, *, dataset_dir: str, train_dataset: str, output_dir: str,
+                      eval_dataset: str | None = None, deepspeed_path: str | None = None) -> dict:
+    """Recipe -> the LLaMA-Factory training YAML as a dict (keys in LLaMA-Factory's own order)."""
+    t, m, d = recipe.train, recipe.method, recipe.distributed
+    args: dict[str, Any] = {
+        "model_name_or_path": recipe.model.name_or_path,
+        "trust_remote_code": recipe.model.trust_remote_code,
+        "stage": t.stage,
+        "do_train": True,
+        "finetuning_type": m.finetuning_type,
+    }
+    if m.finetuning_type == "lora":
+        args.update({"lora_rank": m.lora_rank, "lora_alpha": m.lora_alpha,
+                     "lora_dropout": m.lora_dropout, "lora_target": m.lora_target})
+    if deepspeed_path:
+        args["deepspeed"] = deepspeed_path
+    if d.flash_attn != "auto":
+        args["flash_attn"] = d.flash_attn
+    args.update({
+        "dataset_dir": dataset_dir,
+        "dataset": train_dataset,
+        "template": recipe.model.template,
+        "cutoff_len": t.cutoff_len,
+        "overwrite_cache": True,
+    })
+    if t.preprocessing_num_workers:
+        args["preprocessing_num_workers"] = t.preprocessing_num_workers
+    if t.dataloader_num_workers is not None:
+        args["dataloader_num_workers"] = t.dataloader_num_workers
+    args.update({
+        "output_dir": output_dir,
+        "logging_steps": t.logging_steps,
+        "save_steps": t.save_steps,
+        "plot_loss": t.plot_loss,
+        # A run directory is never reused: ftk makes a new one per run, so nothing is overwritten.
+        "overwrite_output_dir": False,
+        "report_to": recipe.tracking.report_to,
+        "per_device_train_batch_size": t.per_device_train_batch_size,
+        "gradient_accumulation_steps": t.gradient_accumulation_steps,
+        "learning_rate": t.learning_rate,
+        "num_train_epochs": t.num_train_epochs,
+        "lr_scheduler_type": t.lr_scheduler_type,
+        "warmup_ratio": t.warmup_ratio,
+        "weight_decay": t.weight_decay,
+        "ddp_timeout": t.ddp_timeout,
+        "seed": t.seed,
+    })
+    if t.precision != "fp32":
+        args[t.precision] = True
+    if t.max_steps:
+        args["max_steps"] = t.max_steps
+    if t.warmup_steps is not None:
+        args["warmup_steps"] = t.warmup_steps
+    if t.save_total_limit is not None:
+        args["save_total_limit"] = t.save_total_limit
+    if t.resize_vocab:
+        args["resize_vocab"] = True
+    if eval_dataset:
+        args.update({"eval_dataset": eval_dataset, "per_device_eval_batch_size": t.per_device_train_batch_size,
+                     "eval_strategy": "steps", "eval_steps": t.eval_steps or t.save_steps})
+    if recipe.tracking.project and recipe.tracking.report_to == "wandb":
+        args["run_name"] = recipe.name
+    args.update(recipe.llamafactory_args)
+    return args
