@@ -142,7 +142,7 @@ def prepare(
 
 
 def _malformed_summary(rows: list[Malformed]) -> dict:
-    reasons = Counter(m.reason.split(" '")[0] for m in rows)
+    reasons = Counter(m.kind for m in rows)
     return {"count": len(rows), "by_reason": dict(sorted(reasons.items())),
             "first": [str(m) for m in rows[:20]]}
 

@@ -31,6 +31,7 @@ class Example:
 class Malformed:
     path: str
     line: int
+    kind: str  # short code for counting: unknown_label, wrong_column_count, ...
     reason: str
 
     def __str__(self) -> str:
@@ -52,7 +53,7 @@ def _to_example(spec: SourceSpec, task: TaskSpec, row: dict[str, str], path: str
                 out: ReadResult) -> None:
     raw_label = row.get(spec.label_column)
     if raw_label is None:
-        out.malformed.append(Malformed(path, line, f"missing label column {spec.label_column!r}"))
+        out.malformed.append(Malformed(path, line, "missing_label", f"missing label column {spec.label_column!r}"))
         return
     raw_label = str(raw_label).strip()
     if spec.label_map is not None:
@@ -60,22 +61,23 @@ def _to_example(spec: SourceSpec, task: TaskSpec, row: dict[str, str], path: str
         if label is None:
             allowed = ", ".join(spec.label_map)
             out.malformed.append(Malformed(
-                path, line, f"{spec.label_column} {raw_label!r} is not one of {allowed}"))
+                path, line, "unknown_label", f"{spec.label_column} {raw_label!r} is not one of {allowed}"))
             return
     else:
         label = raw_label
         if label not in task.labels:
             out.malformed.append(Malformed(
-                path, line, f"{spec.label_column} {raw_label!r} is not one of {', '.join(task.labels)}"))
+                path, line, "unknown_label",
+                f"{spec.label_column} {raw_label!r} is not one of {', '.join(task.labels)}"))
             return
     for col in spec.required:
         if not str(row.get(col) or "").strip():
-            out.malformed.append(Malformed(path, line, f"empty required field {col!r}"))
+            out.malformed.append(Malformed(path, line, "empty_required_field", f"empty required field {col!r}"))
             return
     try:
         text = spec.input.format(**{k: ("" if v is None else str(v)) for k, v in row.items()})
     except KeyError as exc:
-        out.malformed.append(Malformed(path, line, f"missing column {exc.args[0]!r}"))
+        out.malformed.append(Malformed(path, line, "missing_column", f"missing column {exc.args[0]!r}"))
         return
     out.examples.append(Example(line=line, label=label, input=text.strip()))
 
@@ -96,11 +98,11 @@ def _read_delimited(spec: SourceSpec, task: TaskSpec, path: Path, out: ReadResul
                         columns = [c.strip().lstrip("\ufeff") for c in row]
                         continue
                 if not row or all(not c.strip() for c in row):
-                    out.malformed.append(Malformed(str(path), start, "empty row"))
+                    out.malformed.append(Malformed(str(path), start, "empty_row", "empty row"))
                     continue
                 if len(row) != len(columns):
                     out.malformed.append(Malformed(
-                        str(path), start, f"expected {len(columns)} columns {columns}, found {len(row)}"))
+                        str(path), start, "wrong_column_count", f"expected {len(columns)} columns {columns}, found {len(row)}"))
                     continue
                 _to_example(spec, task, dict(zip(columns, row)), str(path), start, out)
     except UnicodeDecodeError as exc:
@@ -115,10 +117,10 @@ def _read_jsonl(spec: SourceSpec, task: TaskSpec, path: Path, out: ReadResult) -
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                out.malformed.append(Malformed(str(path), lineno, f"not JSON: {exc.msg}"))
+                out.malformed.append(Malformed(str(path), lineno, "not_json", f"not JSON: {exc.msg}"))
                 continue
             if not isinstance(row, dict):
-                out.malformed.append(Malformed(str(path), lineno, "expected a JSON object"))
+                out.malformed.append(Malformed(str(path), lineno, "not_json", "expected a JSON object"))
                 continue
             _to_example(spec, task, row, str(path), lineno, out)
 

@@ -1,0 +1,56 @@
+"""The installed `ftk` command, run as a user would: bad input gives one line, exit 2, no output."""
+
+from pathlib import Path
+
+from conftest import REPO, run_ftk
+
+
+def _one_line_error(proc) -> str:
+    assert proc.returncode == 2, proc.stderr
+    lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+def test_missing_data_file(tmp_path):
+    out = tmp_path / "out"
+    line = _one_line_error(run_ftk("prepare", "--task", "agnews", "--test", tmp_path / "missing.csv", "--out", out))
+    assert "missing.csv: data file not found" in line
+    assert not out.exists()
+
+
+def test_class_index_out_of_range(tmp_path):
+    src = tmp_path / "bad.csv"
+    src.write_text('"1","t","d"\n"2","t","d"\n"5","t","d"\n')
+    out = tmp_path / "out"
+    line = _one_line_error(run_ftk("prepare", "--task", "agnews", "--test", src, "--out", out))
+    assert f"{src}:3:" in line and "'5' is not one of 1, 2, 3, 4" in line
+    assert not out.exists()
+
+
+def test_recipe_unknown_key(tmp_path):
+    bad = tmp_path / "r.yaml"
+    bad.write_text((REPO / "configs" / "agnews_tiny_cpu.yaml").read_text().replace("runs_dir", "run_dirr")
+                   + "modle: {}\n")
+    runs = tmp_path / "runs"
+    line = _one_line_error(run_ftk("train", bad, f"runs_dir={runs}"))
+    assert str(bad) in line and "`modle`: unknown key" in line
+    assert not runs.exists()
+
+
+def test_train_dry_run_prints_yaml_and_command():
+    before = sorted((REPO / "runs").glob("agnews_llama31_full-*"))
+    proc = run_ftk("train", "configs/agnews_llama31_full.yaml", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "model_name_or_path: meta-llama/Llama-3.1-8B-Instruct" in proc.stdout
+    assert "torchrun --nnodes 1 --node-rank 0 --nproc-per-node 8" in proc.stdout
+    assert '"stage": 3' in proc.stdout
+    assert sorted((REPO / "runs").glob("agnews_llama31_full-*")) == before  # nothing created
+
+
+def test_help_lists_commands():
+    proc = run_ftk("--help")
+    assert proc.returncode == 0
+    for cmd in ("prepare", "train", "eval", "tiny-model", "demo"):
+        assert cmd in proc.stdout

@@ -1,0 +1,37 @@
+import pytest
+
+from ftk.extract import INVALID, make_extractor
+
+AG = ["World", "Sports", "Business", "Sci/Tech"]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("3", "Business"),
+    ("3: Business", "Business"),
+    ("business", "Business"),
+    (" Business.", "Business"),
+    ("4: Sci/Tech", "Sci/Tech"),
+    ("sci/tech", "Sci/Tech"),
+    ("The topic is Sports", "Sports"),
+    ("2)", "Sports"),
+    ("1: Business", INVALID),      # number and name disagree
+    ("5", INVALID),                # no such label number
+    ("", INVALID),
+    ("   \n", INVALID),
+    ("no idea", INVALID),
+    ("Worldwide", INVALID),        # a label inside another word is not a match
+    ("Wörld ünïcode", INVALID),
+])
+def test_agnews_extraction(text, expected):
+    assert make_extractor(AG)(text) == expected
+
+
+def test_synonyms_map_to_labels():
+    ex = make_extractor(["negative", "neutral", "positive"], synonyms={"bearish": "negative"})
+    assert ex("Bearish.") == "negative"
+    assert ex("2") == "neutral"
+
+
+def test_unknown_step_is_an_error():
+    with pytest.raises(ValueError, match="unknown extraction step"):
+        make_extractor(AG, ["strip", "nope"])

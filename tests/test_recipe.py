@@ -1,0 +1,59 @@
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from ftk.errors import FtkError
+from ftk.recipe import load_recipe
+
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_recipe_validates(path):
+    r = load_recipe(path)
+    assert r.name == path.stem
+    from ftk.tasks import load_task
+
+    task = load_task(r.task)
+    task.prompt(r.data.prompt_version)
+
+
+def test_unknown_key_names_file_and_key(tmp_path):
+    bad = tmp_path / "r.yaml"
+    bad.write_text((REPO / "configs" / "agnews_tiny_cpu.yaml").read_text()
+                   .replace("  learning_rate:", "  learnin_rate:"))
+    with pytest.raises(FtkError) as exc:
+        load_recipe(bad)
+    assert str(bad) in str(exc.value)
+    assert "`train.learnin_rate`: unknown key" in str(exc.value)
+
+
+def test_all_errors_reported_at_once(tmp_path):
+    bad = tmp_path / "r.yaml"
+    bad.write_text("name: x\ntask: agnews\nbogus: 1\ndata: {prepared_dir: d}\nmodel: {}\n"
+                   "train: {num_train_epochs: lots}\n")
+    msg = str(pytest.raises(FtkError, load_recipe, bad).value)
+    for part in ("`bogus`: unknown key", "`model.name_or_path`: Field required", "`train.num_train_epochs`"):
+        assert part in msg
+
+
+def test_extends_and_overrides():
+    r = load_recipe(REPO / "configs" / "agnews_tiny_real.yaml",
+                    ["train.learning_rate=5e-4", "eval.batch_size=8", "model.trust_remote_code=true"])
+    assert r.name == "agnews_tiny_real"
+    assert r.train.num_train_epochs == 3          # child wins
+    assert r.train.per_device_train_batch_size == 16  # inherited
+    assert r.train.learning_rate == 5e-4 and r.eval.batch_size == 8
+    assert r.model.trust_remote_code is True
+
+
+def test_trust_remote_code_off_by_default():
+    assert load_recipe(REPO / "configs" / "agnews_llama31_full.yaml").model.trust_remote_code is False
+
+
+def test_bad_override_and_missing_file(tmp_path):
+    with pytest.raises(FtkError, match="not of the form key=value"):
+        load_recipe(REPO / "configs" / "agnews_tiny_cpu.yaml", ["oops"])
+    with pytest.raises(FtkError, match="recipe file not found"):
+        load_recipe(tmp_path / "none.yaml")
