@@ -13,7 +13,8 @@ from pathlib import Path
 from ftk import generate
 from ftk.errors import FtkError
 from ftk.extract import INVALID, make_extractor
-from ftk.metrics import classification_metrics
+from ftk.metrics import classification_ci, classification_metrics
+from ftk.predictions import align, read_prediction_rows
 from ftk.prepare import load_manifest, read_records
 from ftk.recipe import Recipe
 from ftk.report import write_outputs
@@ -96,8 +97,11 @@ def score(task: TaskSpec, records: list[dict], preds: dict[str, dict]) -> tuple[
         text = preds[r["id"]]["predict"]
         rows.append({"id": r["id"], "prompt": generate.user_content(r), "label": r["label"],
                      "predict": text, "extracted": extract(text)})
-    metrics = classification_metrics([x["label"] for x in rows], [x["extracted"] for x in rows], task.labels)
-    metrics["task"] = task.name
+    gold, pred = [x["label"] for x in rows], [x["extracted"] for x in rows]
+    metrics = classification_metrics(gold, pred, task.labels)
+    headline = task.metrics[0] if task.metrics and task.metrics[0] in ("accuracy", "macro_f1") else "accuracy"
+    lo, hi = classification_ci(gold, pred, task.labels, headline)
+    metrics.update({"task": task.name, "headline": headline, "ci95": {headline: [lo, hi]}})
     return metrics, rows
 
 
@@ -135,4 +139,48 @@ def evaluate_run(run_dir: str | Path, *, out_dir: str | Path | None = None, batc
     metrics, rows = score(task, records, preds)
     metrics.update({"run_dir": str(run_dir), "split": split, "model": model_path, "adapter": adapter})
     write_outputs(out_dir, metrics, rows)
+    return metrics, out_dir
+
+
+def evaluate_predictions(path: str | Path, task_name: str, out_dir: str | Path, *, data_dir: str | Path | None = None,
+                         split: str = "test") -> tuple[dict, Path]:
+    """Score an existing predictions file (ftk's or LLaMA-Factory's generated_predictions.jsonl).
+
+    With `data_dir` (a prepared folder) gold labels come from its split: ftk rows match by id,
+    LLaMA-Factory rows by order. Without it, gold comes from each row's `label`.
+    """
+    task = load_task(task_name)
+    rows, fmt = read_prediction_rows(path)
+    if data_dir is not None:
+        manifest = load_manifest(data_dir)
+        info = manifest.get("splits", {}).get(split)
+        if info is None:
+            raise FtkError(f"prepared data has no {split!r} split", path=Path(data_dir) / "manifest.json")
+        data_path = Path(data_dir) / info["file"]
+        records = read_records(data_path)
+        preds = align(rows, fmt, records, path, data_path)
+        if fmt == "ftk" and len(preds) != len(records):
+            raise FtkError(f"{len(preds)} predictions but the prepared split {data_path} has {len(records)} rows",
+                           path=path)
+    else:
+        extract = make_extractor(task.labels, task.extraction.steps, task.extraction.synonyms)
+        records, preds = [], {}
+        for i, row in enumerate(rows):
+            label = row.get("label")
+            gold = label if label in task.labels else extract(str(label or ""))
+            if gold == INVALID:
+                raise FtkError(f"gold `label` {label!r} is not a label of task {task.name!r} "
+                               "(pass --data to take gold labels from the prepared split)",
+                               path=path, where=str(row["_line"]))
+            rid = row.get("id", f"row-{i:06d}")
+            records.append({"id": rid, "label": gold, "instruction": row.get("prompt", ""), "input": ""})
+            preds[rid] = {"id": rid, "label": gold, "predict": row["predict"]}
+    out_dir = Path(out_dir)
+    metrics, scored = score(task, records, preds)
+    metrics.update({"predictions": str(path), "format": fmt, "split": split})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / PREDICTIONS, "w", encoding="utf-8") as fh:
+        for r in records:
+            fh.write(json.dumps(preds[r["id"]], ensure_ascii=False) + "\n")
+    write_outputs(out_dir, metrics, scored)
     return metrics, out_dir

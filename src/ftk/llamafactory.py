@@ -141,3 +141,31 @@ def render_train_args(recipe, *, dataset_dir: str, train_dataset: str, output_di
         args["run_name"] = recipe.name
     args.update(recipe.llamafactory_args)
     return args
+
+
+def render_predict_args(*, model_name_or_path: str, template: str, dataset_dir: str, eval_dataset: str,
+                        output_dir: str, batch_size: int = 1, max_new_tokens: int = 16, cutoff_len: int = 1024,
+                        adapter_name_or_path: str | None = None, trust_remote_code: bool = False) -> dict:
+    """LLaMA-Factory's own batch prediction (train with do_predict), greedy instead of its sampling default."""
+    args: dict[str, Any] = {
+        "model_name_or_path": model_name_or_path,
+        "trust_remote_code": trust_remote_code,
+        "stage": "sft",
+        "do_predict": True,
+        "predict_with_generate": True,
+        "finetuning_type": "lora" if adapter_name_or_path else "full",
+        "dataset_dir": dataset_dir,
+        "eval_dataset": eval_dataset,
+        "template": template,
+        "cutoff_len": cutoff_len,
+        "overwrite_cache": True,
+        "output_dir": output_dir,
+        "overwrite_output_dir": True,
+        "per_device_eval_batch_size": batch_size,
+        "report_to": "none",
+        "do_sample": False,
+        "max_new_tokens": max_new_tokens,
+    }
+    if adapter_name_or_path:
+        args["adapter_name_or_path"] = adapter_name_or_path
+    return args

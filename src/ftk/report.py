@@ -18,6 +18,8 @@ def markdown_report(m: dict) -> str:
         f"micro F1 = {m['micro_f1']:.4f} | weighted F1 = {m['weighted_f1']:.4f} | "
         f"MCC = {m['mcc']:.4f} | invalid = {m['invalid']} ({m['invalid_rate']:.2%})",
         "",
+        *[f"95% bootstrap CI of {k}: [{lo:.4f}, {hi:.4f}]" for k, (lo, hi) in m.get("ci95", {}).items()],
+        "",
         "| label | precision | recall | F1 | support | invalid |",
         "|---|---:|---:|---:|---:|---:|",
     ]
@@ -39,8 +41,9 @@ def print_table(m: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    ci = "".join(f", {k} 95% CI [{lo:.4f}, {hi:.4f}]" for k, (lo, hi) in m.get("ci95", {}).items())
     table = Table(title=f"{m.get('task', '')}: accuracy {m['accuracy']:.4f}, macro F1 {m['macro_f1']:.4f}, "
-                        f"invalid {m['invalid_rate']:.2%} (n={m['n']})")
+                        f"invalid {m['invalid_rate']:.2%} (n={m['n']}{ci})")
     for col in ("label", "precision", "recall", "F1", "support", "invalid"):
         table.add_column(col, justify="left" if col == "label" else "right")
     for lab, c in m["per_class"].items():

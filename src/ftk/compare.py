@@ -1,0 +1,125 @@
+"""`ftk compare A B`: two evaluations of the same test items side by side, with paired tests.
+
+McNemar's test on per-item correctness (exact binomial when there are fewer than 25 discordant
+items, chi-square with continuity correction otherwise) and a paired bootstrap for macro F1.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ftk.errors import FtkError
+from ftk.evaluate import read_done
+from ftk.extract import make_extractor
+from ftk.metrics import classification_metrics
+from ftk.tasks import load_task
+
+HEADLINE = ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "mcc", "invalid_rate")
+
+
+def find_eval_dir(path: str | Path) -> Path:
+    """An eval folder (has metrics.json) or a run folder holding exactly one eval-* folder."""
+    path = Path(path)
+    if (path / "metrics.json").is_file():
+        return path
+    evals = sorted(p for p in path.glob("eval-*") if (p / "metrics.json").is_file())
+    if len(evals) == 1:
+        return evals[0]
+    if not evals:
+        raise FtkError("no metrics.json here nor in an eval-* folder (run `ftk eval` first)", path=path)
+    raise FtkError(f"several evaluations ({', '.join(p.name for p in evals)}); name one", path=path)
+
+
+def mcnemar(a_correct: np.ndarray, b_correct: np.ndarray) -> dict:
+    from scipy.stats import binomtest, chi2
+
+    b = int(np.sum(a_correct & ~b_correct))  # A right, B wrong
+    c = int(np.sum(~a_correct & b_correct))  # A wrong, B right
+    if b + c == 0:
+        p = 1.0
+        method = "none (no discordant items)"
+    elif b + c < 25:
+        p = float(binomtest(b, b + c, 0.5).pvalue)
+        method = "exact binomial"
+    else:
+        stat = (abs(b - c) - 1) ** 2 / (b + c)
+        p = float(chi2.sf(stat, 1))
+        method = "chi-square, continuity corrected"
+    return {"a_only_correct": b, "b_only_correct": c, "p_value": p, "method": method}
+
+
+def paired_bootstrap_f1(gold, pred_a, pred_b, labels, *, n_boot: int = 1000, seed: int = 0) -> dict:
+    k = len(labels)
+    index = {lab: i for i, lab in enumerate(labels)}
+    g = np.array([index[x] for x in gold])
+    codes_a = g * (k + 1) + np.array([index.get(x, k) for x in pred_a])
+    codes_b = g * (k + 1) + np.array([index.get(x, k) for x in pred_b])
+
+    def f1(codes):
+        cm = np.bincount(codes, minlength=k * (k + 1)).reshape(k, k + 1)
+        tp = np.diag(cm[:, :k]).astype(float)
+        pp = cm[:, :k].sum(axis=0)
+        sup = cm.sum(axis=1)
+        prec = np.divide(tp, pp, out=np.zeros(k), where=pp != 0)
+        rec = np.divide(tp, sup, out=np.zeros(k), where=sup != 0)
+        return np.divide(2 * prec * rec, prec + rec, out=np.zeros(k), where=(prec + rec) != 0).mean()
+
+    rng = np.random.default_rng(seed)
+    n = len(g)
+    deltas = np.empty(n_boot)
+    for i in range(n_boot):
+        idx = rng.integers(0, n, n)
+        deltas[i] = f1(codes_b[idx]) - f1(codes_a[idx])
+    observed = f1(codes_b) - f1(codes_a)
+    p = 2 * min((deltas <= 0).mean(), (deltas >= 0).mean())
+    lo, hi = np.quantile(deltas, [0.025, 0.975])
+    return {"delta": float(observed), "ci95": [float(lo), float(hi)], "p_value": float(min(p, 1.0)),
+            "n_boot": n_boot}
+
+
+def compare(path_a: str | Path, path_b: str | Path) -> dict:
+    da, db = find_eval_dir(path_a), find_eval_dir(path_b)
+    ma = json.loads((da / "metrics.json").read_text())
+    mb = json.loads((db / "metrics.json").read_text())
+    if ma.get("task") != mb.get("task"):
+        raise FtkError(f"different tasks: {ma.get('task')} vs {mb.get('task')}", path=db)
+    task = load_task(ma["task"])
+    pa, pb = read_done(da / "predictions.jsonl"), read_done(db / "predictions.jsonl")
+    if set(pa) != set(pb):
+        raise FtkError(f"the two evaluations cover different items ({len(pa)} vs {len(pb)} ids, "
+                       f"{len(set(pa) ^ set(pb))} not shared)", path=db)
+    ids = sorted(pa)
+    extract = make_extractor(task.labels, task.extraction.steps, task.extraction.synonyms)
+    gold = [pa[i]["label"] for i in ids]
+    pred_a = [extract(pa[i]["predict"]) for i in ids]
+    pred_b = [extract(pb[i]["predict"]) for i in ids]
+    a = classification_metrics(gold, pred_a, task.labels)
+    b = classification_metrics(gold, pred_b, task.labels)
+    ca = np.array([x == y for x, y in zip(gold, pred_a)])
+    cb = np.array([x == y for x, y in zip(gold, pred_b)])
+    return {
+        "a": str(da), "b": str(db), "task": task.name, "n": len(ids),
+        "metrics": {k: {"a": a[k], "b": b[k], "delta": b[k] - a[k]} for k in HEADLINE},
+        "per_class_f1": {lab: {"a": a["per_class"][lab]["f1"], "b": b["per_class"][lab]["f1"],
+                               "delta": b["per_class"][lab]["f1"] - a["per_class"][lab]["f1"]}
+                         for lab in task.labels},
+        "mcnemar": mcnemar(ca, cb),
+        "paired_bootstrap_macro_f1": paired_bootstrap_f1(gold, pred_a, pred_b, task.labels),
+    }
+
+
+def compare_markdown(c: dict) -> str:
+    lines = [f"# {c['task']}: A vs B (n = {c['n']} shared items)", "",
+             f"- A: `{c['a']}`", f"- B: `{c['b']}`", "",
+             "| metric | A | B | B - A |", "|---|---:|---:|---:|"]
+    for k, v in {**c["metrics"], **{f"F1 {lab}": v for lab, v in c["per_class_f1"].items()}}.items():
+        lines.append(f"| {k} | {v['a']:.4f} | {v['b']:.4f} | {v['delta']:+.4f} |")
+    m, bs = c["mcnemar"], c["paired_bootstrap_macro_f1"]
+    lines += ["", f"McNemar (accuracy): A-only correct {m['a_only_correct']}, B-only correct "
+                  f"{m['b_only_correct']}, p = {m['p_value']:.4g} ({m['method']})",
+              f"Paired bootstrap (macro F1, {bs['n_boot']} resamples): delta {bs['delta']:+.4f}, "
+              f"95% CI [{bs['ci95'][0]:+.4f}, {bs['ci95'][1]:+.4f}], p = {bs['p_value']:.4g}"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,67 @@
+"""Reading predictions files: ftk's own (id, label, predict[, prompt]) and LLaMA-Factory's
+`generated_predictions.jsonl` (prompt, predict, label; no id, matched to the data by order).
+
+Every problem is an `FtkError` naming the file and the line.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ftk.errors import FtkError
+
+
+def read_prediction_rows(path: str | Path) -> tuple[list[dict], str]:
+    """Rows of a predictions JSONL and its format: "ftk" (rows carry `id`) or "llamafactory"."""
+    path = Path(path)
+    if not path.is_file():
+        raise FtkError("predictions file not found", path=path)
+    rows: list[dict] = []
+    fmt = None
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise FtkError(f"not valid JSON ({exc.msg})", path=path, where=str(lineno)) from None
+            if not isinstance(row, dict):
+                raise FtkError("expected a JSON object per line", path=path, where=str(lineno))
+            row_fmt = "ftk" if "id" in row else "llamafactory"
+            fmt = fmt or row_fmt
+            if row_fmt != fmt:
+                raise FtkError("mixes rows with and without `id`", path=path, where=str(lineno))
+            required = ("id", "predict") if fmt == "ftk" else ("predict", "label")
+            for key in required:
+                if key not in row:
+                    raise FtkError(f"missing field `{key}` (expected {', '.join(required)})",
+                                   path=path, where=str(lineno))
+            if not isinstance(row["predict"], str):
+                raise FtkError("field `predict` must be a string", path=path, where=str(lineno))
+            row["_line"] = lineno
+            rows.append(row)
+    if not rows:
+        raise FtkError("no predictions in file", path=path)
+    return rows, fmt or "ftk"
+
+
+def align(rows: list[dict], fmt: str, records: list[dict], path: str | Path, data_path: str | Path) -> dict[str, dict]:
+    """Predictions keyed by record id: by id for ftk rows, by order for LLaMA-Factory rows."""
+    if fmt == "llamafactory":
+        if len(rows) != len(records):
+            raise FtkError(f"{len(rows)} predictions but the prepared split {data_path} has {len(records)} rows "
+                           "(LLaMA-Factory predictions are matched by order)", path=path)
+        return {rec["id"]: {"id": rec["id"], "label": rec["label"], "predict": row["predict"]}
+                for rec, row in zip(records, rows)}
+    known = {r["id"]: r for r in records}
+    out: dict[str, dict] = {}
+    for row in rows:
+        if row["id"] not in known:
+            raise FtkError(f"id {row['id']!r} is not in the prepared split {data_path}", path=path,
+                           where=str(row["_line"]))
+        if row["id"] in out:
+            raise FtkError(f"duplicate id {row['id']!r}", path=path, where=str(row["_line"]))
+        out[row["id"]] = {"id": row["id"], "label": known[row["id"]]["label"], "predict": row["predict"]}
+    return out
