@@ -35,3 +35,14 @@ def test_synonyms_map_to_labels():
 def test_unknown_step_is_an_error():
     with pytest.raises(ValueError, match="unknown extraction step"):
         make_extractor(AG, ["strip", "nope"])
+
+
+def test_regex_step_with_group():
+    ex = make_extractor(AG, ["regex:2:(topic|label)\\s*[:=]\\s*(\\w+)", "label"])
+    assert ex("The label = sports, I think") == "Sports"
+    assert ex("Sports") == INVALID  # the regex must match first
+
+
+def test_digit_labels_use_names_not_positions():
+    ex = make_extractor(["0", "1", "2", "3", "4"], ["strip", "label", "take_first"])
+    assert ex("1") == "1" and ex("Output: 3") == "3" and ex("5") == INVALID

@@ -53,8 +53,9 @@ def test_deterministic_bytes(tmp_path, synth_dir):
         assert a["splits"][split]["sha256"] == b["splits"][split]["sha256"]
         fa = (tmp_path / "a" / a["splits"][split]["file"]).read_bytes()
         assert fa == (tmp_path / "b" / b["splits"][split]["file"]).read_bytes()
-    assert a["splits"]["train"]["rows"] == 500
-    assert a["splits"]["validation"]["rows"] == 200
+    # max_samples.train applies before the validation split-off (as in S1: sample, then val_size).
+    assert a["splits"]["train"]["rows"] == 450
+    assert a["splits"]["validation"]["rows"] == 50
     c = prepare(AG, {"train": str(synth_dir / "train.csv")}, tmp_path / "c", val_size=0.1, seed=8,
                 max_samples={"train": 500})
     assert c["splits"]["train"]["sha256"] != a["splits"]["train"]["sha256"]
@@ -77,9 +78,9 @@ def test_skip_malformed_counts_reasons(tmp_path):
     m = prepare(AG, {"test": str(src)}, tmp_path / "out", skip_malformed=True)
     s = m["splits"]["test"]
     assert s["rows"] == 2 and s["rows_read"] == 2
-    assert s["malformed"]["count"] == 3
-    assert s["malformed"]["by_reason"] == {"empty_required_field": 1, "wrong_column_count": 1,
-                                            "unknown_label": 1}
+    assert s["malformed"]["count"] == 2
+    assert s["malformed"]["by_reason"] == {"wrong_column_count": 1, "unknown_label": 1}
+    assert s["cleaning"] == {"empty": 1}  # an empty title is cleaning, not a malformed row
     assert s["malformed"]["first"][0].startswith(f"{src}:2:")
 
 

@@ -13,11 +13,11 @@ from pathlib import Path
 from ftk import generate
 from ftk.errors import FtkError
 from ftk.extract import INVALID, make_extractor
-from ftk.metrics import classification_ci, classification_metrics
 from ftk.predictions import align, read_prediction_rows
 from ftk.prepare import load_manifest, read_records
 from ftk.recipe import Recipe
 from ftk.report import write_outputs
+from ftk.scoring import score
 from ftk.runs import read_manifest
 from ftk.tasks import TaskSpec, load_task
 
@@ -48,9 +48,14 @@ def _rewrite_clean(path: Path, done: dict[str, dict]) -> None:
     os.replace(tmp, path)
 
 
-def max_new_tokens_for(task: TaskSpec, tokenizer, margin: int = 4) -> int:
-    longest = max(len(tokenizer.encode(task.target_for(lab), add_special_tokens=False)) for lab in task.labels)
-    return longest + margin
+def max_new_tokens_for(task: TaskSpec, tokenizer, records: list[dict], margin: int = 4, cap: int = 512) -> int:
+    """Longest possible target in tokens plus a margin: the label set for classification, else the
+    longest target among (up to 5,000 of) the records, doubled for open-ended outputs."""
+    if task.is_classification:
+        return max(len(tokenizer.encode(task.target_for(lab), add_special_tokens=False)) for lab in task.labels) + margin
+    targets = [r.get("output", "") for r in records[:5000]]
+    longest = max((len(tokenizer.encode(t, add_special_tokens=False)) for t in targets), default=16)
+    return min(cap, 2 * longest + margin)
 
 
 def predict(records: list[dict], out_dir: Path, *, model_path: str, template: str, task: TaskSpec,
@@ -68,7 +73,7 @@ def predict(records: list[dict], out_dir: Path, *, model_path: str, template: st
     if not todo:
         return done
     loaded = generate.load(model_path, template, adapter=adapter, trust_remote_code=trust_remote_code)
-    mnt = max_new_tokens or max_new_tokens_for(task, loaded.tokenizer)
+    mnt = max_new_tokens or max_new_tokens_for(task, loaded.tokenizer, records)
     prompts = [generate.encode_prompt(loaded.template, loaded.tokenizer, r, cutoff_len) for r in todo]
     rate = generate.Throughput()
     with open(path, "a", encoding="utf-8") as fh, tqdm(total=len(records), initial=len(done),
@@ -84,25 +89,6 @@ def predict(records: list[dict], out_dir: Path, *, model_path: str, template: st
             bar.update(len(idx))
             bar.set_postfix({"ex/s": f"{rate.add(len(idx)):.1f}"})
     return done
-
-
-def score(task: TaskSpec, records: list[dict], preds: dict[str, dict]) -> tuple[dict, list[dict]]:
-    """Metrics over every record (a missing prediction is an error, never skipped) + scored rows."""
-    missing = [r["id"] for r in records if r["id"] not in preds]
-    if missing:
-        raise FtkError(f"{len(missing)} record(s) have no prediction, first {missing[0]!r}")
-    extract = make_extractor(task.labels, task.extraction.steps, task.extraction.synonyms)
-    rows = []
-    for r in records:
-        text = preds[r["id"]]["predict"]
-        rows.append({"id": r["id"], "prompt": generate.user_content(r), "label": r["label"],
-                     "predict": text, "extracted": extract(text)})
-    gold, pred = [x["label"] for x in rows], [x["extracted"] for x in rows]
-    metrics = classification_metrics(gold, pred, task.labels)
-    headline = task.metrics[0] if task.metrics and task.metrics[0] in ("accuracy", "macro_f1") else "accuracy"
-    lo, hi = classification_ci(gold, pred, task.labels, headline)
-    metrics.update({"task": task.name, "headline": headline, "ci95": {headline: [lo, hi]}})
-    return metrics, rows
 
 
 def eval_split_records(recipe: Recipe, split: str, limit: int | None = None) -> list[dict]:

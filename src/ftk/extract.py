@@ -69,6 +69,30 @@ def step_number_or_label(cands: list[str], idx: LabelIndex) -> list[str]:
     return out
 
 
+def step_label(cands: list[str], idx: LabelIndex) -> list[str]:
+    """Label names only (no 1-based numbers): for tasks whose labels are themselves digits."""
+    out = []
+    for c in cands:
+        whole = idx.by_norm.get(_norm(c))
+        named = whole or _first_name(c, idx)
+        out.append(named if named else INVALID)
+    return out
+
+
+def step_regex(pattern: str, group: int = 1):
+    """A step keeping group `group` of the first match of `pattern` (no match -> invalid)."""
+    rx = re.compile(pattern, re.S | re.I)
+
+    def step(cands: list[str], idx: LabelIndex) -> list[str]:
+        out = []
+        for c in cands:
+            m = rx.search(c)
+            out.append(m.group(group) if m else INVALID)
+        return out
+
+    return step
+
+
 def _first_name(text: str, idx: LabelIndex) -> str | None:
     m = idx.name_re.search(" ".join(text.lower().split()))
     return idx.by_norm[m.group(1)] if m else None
@@ -91,17 +115,28 @@ STEPS: dict[str, Step] = {
     "lower": step_lower,
     "first_line": step_first_line,
     "number_or_label": step_number_or_label,
+    "label": step_label,
     "take_first": step_take_first,
 }
 
 
+def _resolve(step: str) -> Step:
+    """A step name, or `regex:<pattern>` / `regex:<group>:<pattern>` (group 1 by default)."""
+    if step.startswith("regex:"):
+        rest = step[len("regex:"):]
+        group, sep, pattern = rest.partition(":")
+        if sep and group.isdigit():
+            return step_regex(pattern, int(group))
+        return step_regex(rest)
+    if step not in STEPS:
+        raise ValueError(f"unknown extraction step {step!r}; known: {sorted(STEPS)} or regex:<pattern>")
+    return STEPS[step]
+
+
 def make_extractor(labels: Sequence[str], steps: Sequence[str] = ("strip", "number_or_label", "take_first"),
                    synonyms: dict[str, str] | None = None) -> Callable[[str], str]:
-    unknown = [s for s in steps if s not in STEPS]
-    if unknown:
-        raise ValueError(f"unknown extraction step(s) {unknown}; known: {sorted(STEPS)}")
     idx = LabelIndex(labels, synonyms)
-    fns = [STEPS[s] for s in steps]
+    fns = [_resolve(s) for s in steps]
     label_set = set(labels)
 
     def extract(text: str) -> str:

@@ -13,7 +13,10 @@ DATASET_INFO = "dataset_info.json"
 ALPACA_COLUMNS = {"prompt": "instruction", "query": "input", "response": "output"}
 
 
-def dataset_info_entry(file_name: str) -> dict:
+def dataset_info_entry(file_name: str, *, pretrain: bool = False) -> dict:
+    """A dataset_info.json entry: alpaca columns, or the `text` column for stage pt."""
+    if pretrain:
+        return {"file_name": file_name, "columns": {"prompt": "text"}}
     return {"file_name": file_name, "formatting": "alpaca", "columns": dict(ALPACA_COLUMNS)}
 
 

@@ -1,22 +1,24 @@
-"""Raw examples -> LLaMA-Factory alpaca files + dataset_info.json + manifest.json.
+"""Raw examples -> LLaMA-Factory files + dataset_info.json + manifest.json.
 
-Deterministic: the same inputs, task, prompt version and seed give byte-identical files.
-Nothing is written until every split has been read and checked, and each file is written
-atomically, so a failed prepare leaves the output folder as it was.
+Reads top to bottom: read every split -> clean (empty, duplicate, near-duplicate rows) -> split
+off test / validation -> sample -> check train/test overlap -> write. Deterministic: the same
+inputs, task, prompt version and seed give byte-identical files. Nothing is written until every
+split has been read and checked, and each file is written atomically.
 """
 
 from __future__ import annotations
 
 import json
 import random
-from collections import Counter
-from dataclasses import dataclass
+import sys
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ftk import llamafactory
+from ftk import llamafactory, spans
 from ftk.errors import FtkError
 from ftk.fileio import atomic_open, sha256_file, write_json
-from ftk.sources import Example, Malformed, ReadResult, read_source
+from ftk.sources import Example, Malformed, read_source
 from ftk.tasks import TaskSpec
 
 MANIFEST = "manifest.json"
@@ -27,37 +29,155 @@ class SplitData:
     name: str
     source: str
     examples: list[Example]
-    malformed: list[Malformed]
+    malformed: list[Malformed] = field(default_factory=list)
+    cleaning: Counter = field(default_factory=Counter)
+    rows_read: int = 0
+    read_counts: dict = field(default_factory=dict)
 
 
-def _sample(examples: list[Example], n: int | None, seed: int) -> list[Example]:
+def norm_text(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+# --- cleaning -------------------------------------------------------------------------------
+
+
+def drop_duplicates(examples: list[Example]) -> tuple[list[Example], Counter]:
+    """Keep the first of each repeated input; a repeat with another target counts as conflicting."""
+    first: dict[str, Example] = {}
+    kept, counts = [], Counter()
+    for ex in examples:
+        key = norm_text(ex.input)
+        if key in first:
+            counts["conflicting_duplicates" if first[key].target != ex.target else "duplicates"] += 1
+            continue
+        first[key] = ex
+        kept.append(ex)
+    return kept, counts
+
+
+def lcs_len(a: list[str], b: list[str]) -> int:
+    if len(a) < len(b):
+        a, b = b, a
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b):
+            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
+        prev = cur
+    return prev[-1]
+
+
+def rouge_l_f(a: list[str], b: list[str]) -> float:
+    if not a or not b:
+        return 0.0
+    lcs = lcs_len(a, b)
+    return 0.0 if lcs == 0 else 2 * lcs / (len(a) + len(b))
+
+
+def drop_near_duplicates(examples: list[Example], threshold: float) -> tuple[list[Example], int]:
+    """Drop rows whose ROUGE-L F (token LCS, as rouge-score tokenizes) with a kept row is >= threshold.
+
+    Quadratic in the worst case; pairs whose lengths or shared tokens cannot reach the threshold
+    are skipped without computing the LCS. Meant for generated data (thousands of rows).
+    """
+    from rouge_score import tokenize
+
+    kept: list[Example] = []
+    kept_toks: list[tuple[list[str], Counter]] = []
+    dropped = 0
+    for ex in examples:
+        toks = tokenize.tokenize(ex.input, None)
+        bag = Counter(toks)
+        dup = False
+        for other, other_bag in kept_toks:
+            total = len(toks) + len(other)
+            if total == 0 or 2 * min(len(toks), len(other)) / total < threshold:
+                continue
+            if 2 * sum((bag & other_bag).values()) / total < threshold:
+                continue
+            if rouge_l_f(toks, other) >= threshold:
+                dup = True
+                break
+        if dup:
+            dropped += 1
+            continue
+        kept.append(ex)
+        kept_toks.append((toks, bag))
+    return kept, dropped
+
+
+# --- splitting and sampling -----------------------------------------------------------------
+
+
+def _split_off(examples: list[Example], size: float | int, seed: int, what: str) -> tuple[list[Example], list[Example]]:
+    n_out = int(round(size * len(examples))) if isinstance(size, float) and size < 1 else int(size)
+    if not 0 < n_out < len(examples):
+        raise FtkError(f"{what} {size} leaves no rows on one side ({len(examples)} rows)", where=what)
+    rng = random.Random(f"{seed}-{what}")
+    out_idx = set(rng.sample(range(len(examples)), n_out))
+    keep = [e for i, e in enumerate(examples) if i not in out_idx]
+    taken = [e for i, e in enumerate(examples) if i in out_idx]
+    return keep, taken
+
+
+def sample(examples: list[Example], n: int | None, seed: int, strategy: str = "uniform") -> list[Example]:
+    """Seeded sample of n rows in original order; `stratified` keeps label proportions."""
     if n is None or n >= len(examples):
         return examples
-    rng = random.Random(seed)
-    keep = sorted(rng.sample(range(len(examples)), n))
+    rng = random.Random(f"{seed}-sample")
+    if strategy == "uniform":
+        keep = sorted(rng.sample(range(len(examples)), n))
+        return [examples[i] for i in keep]
+    groups: dict[str | None, list[int]] = defaultdict(list)
+    for i, ex in enumerate(examples):
+        groups[ex.label].append(i)
+    total = len(examples)
+    quotas = {k: n * len(v) / total for k, v in groups.items()}
+    alloc = {k: int(q) for k, q in quotas.items()}
+    for k in sorted(quotas, key=lambda k: (-(quotas[k] - alloc[k]), str(k)))[: n - sum(alloc.values())]:
+        alloc[k] += 1
+    keep = sorted(i for k in sorted(groups, key=str) for i in rng.sample(groups[k], alloc[k]))
     return [examples[i] for i in keep]
 
 
-def _split_off(examples: list[Example], size: float | int, seed: int) -> tuple[list[Example], list[Example]]:
-    n_val = int(round(size * len(examples))) if isinstance(size, float) and size < 1 else int(size)
-    if not 0 < n_val < len(examples):
-        raise FtkError(f"val_size {size} leaves no train or no validation rows ({len(examples)} rows)",
-                       where="val_size")
-    rng = random.Random(seed)
-    val_idx = set(rng.sample(range(len(examples)), n_val))
-    train = [e for i, e in enumerate(examples) if i not in val_idx]
-    val = [e for i, e in enumerate(examples) if i in val_idx]
-    return train, val
+# --- records --------------------------------------------------------------------------------
 
 
-def to_record(task: TaskSpec, instruction: str, example: Example, rid: str) -> dict:
-    return {
-        "id": rid,
-        "instruction": instruction,
-        "input": example.input,
-        "output": task.target_for(example.label),
-        "label": example.label,
-    }
+def to_record(task: TaskSpec, prompt: str, ex: Example, rid: str) -> dict:
+    """One output row. A prompt holding `{input}` embeds the text; else it is the instruction."""
+    if task.kind == "pretrain":
+        return {"id": rid, "text": ex.input}
+    if "{input}" in prompt:
+        instruction, inp = prompt.replace("{input}", ex.input), ""
+    elif prompt:
+        instruction, inp = prompt, ex.input
+    else:
+        instruction, inp = ex.input, ""
+    rec = {"id": rid, "instruction": instruction, "input": inp, "output": ex.target}
+    if task.is_classification:
+        rec["label"] = ex.label
+    elif task.kind == "ner":
+        rec["tokens"] = ex.meta["tokens"]
+        rec["tags"] = ex.meta["tags"]
+    elif task.kind == "shopbench":
+        rec.update({"task_type": ex.meta["task_type"], "metric": ex.meta["metric"], "gold": ex.meta["gold"]})
+    return rec
+
+
+def _counts(task: TaskSpec, examples: list[Example]) -> dict:
+    if task.kind == "ner":
+        c = Counter(s.type for ex in examples for s in spans.tags_to_spans(ex.meta["tags"]))
+        return {"entity_counts": {t: c.get(t, 0) for t in task.labels}}
+    if task.is_classification:
+        c = Counter(ex.label for ex in examples)
+        return {"label_counts": {lab: c.get(lab, 0) for lab in task.labels}}
+    if task.kind == "shopbench":
+        return {"label_counts": dict(sorted(Counter(ex.label for ex in examples).items()))}
+    return {}
+
+
+# --- the job --------------------------------------------------------------------------------
 
 
 def prepare(
@@ -68,27 +188,32 @@ def prepare(
     prompt_version: str | None = None,
     seed: int = 42,
     max_samples: dict[str, int] | None = None,
+    sample_strategy: str = "uniform",
     val_size: float | int | None = None,
+    test_size: float | int | None = None,
     prefix: str | None = None,
     skip_malformed: bool = False,
+    strict: bool = False,
+    drop_overlap: bool = False,
     source_format: str | None = None,
 ) -> dict:
     """Prepare the given splits ({split: path or hub:id}) and return the manifest written.
 
-    Malformed rows fail the whole prepare (exit code 2, first row named) unless
-    `skip_malformed`, in which case they are dropped and counted per split and reason.
+    Malformed rows fail the prepare (exit code 2, first row and count named) unless
+    `skip_malformed`, which drops and counts them; `strict` stops at the first one and also
+    fails on train/test overlap.
     """
     if not sources:
         raise FtkError("no data sources given: name at least one split (e.g. --test FILE)")
     out_dir = Path(out_dir)
     prefix = prefix or task.name
-    instruction = task.prompt(prompt_version)
+    prompt = task.prompt(prompt_version)
     version = prompt_version or task.prompts.default
     max_samples = max_samples or {}
 
-    splits: list[SplitData] = []
+    splits: dict[str, SplitData] = {}
     for split, source in sources.items():
-        res: ReadResult = read_source(task, source, split, source_format)
+        res = read_source(task, source, split, source_format, strict=strict)
         if res.malformed and not skip_malformed:
             first = res.malformed[0]
             raise FtkError(
@@ -96,49 +221,105 @@ def prepare(
                 "pass --skip-malformed to drop and count them)",
                 path=first.path, where=str(first.line),
             )
-        if not res.examples:
+        sd = SplitData(split, source, res.examples, res.malformed, Counter(), len(res.examples),
+                       _counts(task, res.examples))
+        if res.empty:
+            sd.cleaning["empty"] = len(res.empty)
+        if task.cleaning.drop_duplicates and task.kind != "pretrain":
+            sd.examples, dup = drop_duplicates(sd.examples)
+            sd.cleaning.update(dup)
+        if task.cleaning.near_duplicate_rouge_l is not None:
+            sd.examples, near = drop_near_duplicates(sd.examples, task.cleaning.near_duplicate_rouge_l)
+            sd.cleaning["near_duplicates"] = near
+        if not sd.examples:
             raise FtkError("no usable rows", path=source)
-        splits.append(SplitData(split, source, res.examples, res.malformed))
+        splits[split] = sd
 
-    if val_size:
-        train = next((s for s in splits if s.name == "train"), None)
+    for size, name in ((test_size, "test"), (val_size, "validation")):
+        if not size:
+            continue
+        what = "test_size" if name == "test" else "val_size"
+        train = splits.get("train")
         if train is None:
-            raise FtkError("val_size needs a train split", where="val_size")
-        if any(s.name == "validation" for s in splits):
-            raise FtkError("val_size given but a validation split was also given", where="val_size")
-        train.examples, val = _split_off(train.examples, val_size, seed)
-        splits.append(SplitData("validation", train.source, val, []))
+            raise FtkError(f"{what} needs a train split", where=what)
+        if name in splits:
+            raise FtkError(f"{what} given but a {name} split was also given", where=what)
+        if name == "validation" and "train" in max_samples:
+            train.examples = sample(train.examples, max_samples["train"], seed, sample_strategy)
+        train.examples, taken = _split_off(train.examples, size, seed, what)
+        splits[name] = SplitData(name, train.source, taken, rows_read=len(taken))
+
+    for sd in splits.values():
+        if not (sd.name == "train" and val_size and "train" in max_samples):
+            sd.examples = sample(sd.examples, max_samples.get(sd.name), seed, sample_strategy)
+
+    warnings, overlap = _check_overlap(splits, strict=strict, drop=drop_overlap)
 
     manifest = _load_manifest(out_dir)
-    manifest.update({"task": task.name, "prompt_version": version, "seed": seed})
+    manifest.update({"task": task.name, "kind": task.kind, "prompt_version": version, "seed": seed,
+                     "sample_strategy": sample_strategy})
     manifest.setdefault("splits", {})
+    manifest["overlap"] = overlap
+    manifest["warnings"] = warnings
     info_entries = {}
     out_dir.mkdir(parents=True, exist_ok=True)
-    for sd in splits:
-        examples = _sample(sd.examples, max_samples.get(sd.name), seed)
+    for sd in splits.values():
         dataset = f"{prefix}_{sd.name}"
         file_name = f"{dataset}.jsonl"
         path = out_dir / file_name
         with atomic_open(path) as fh:
-            for i, ex in enumerate(examples):
-                rec = to_record(task, instruction, ex, f"{prefix}-{sd.name}-{i:06d}")
-                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        info_entries[dataset] = llamafactory.dataset_info_entry(file_name)
-        counts = Counter(ex.label for ex in examples)
+            for i, ex in enumerate(sd.examples):
+                fh.write(json.dumps(to_record(task, prompt, ex, f"{prefix}-{sd.name}-{i:06d}"),
+                                    ensure_ascii=False) + "\n")
+        info_entries[dataset] = llamafactory.dataset_info_entry(file_name, pretrain=task.kind == "pretrain")
         manifest["splits"][sd.name] = {
             "dataset": dataset,
             "file": file_name,
             "sha256": sha256_file(path),
-            "rows": len(examples),
-            "label_counts": {lab: counts.get(lab, 0) for lab in task.labels},
+            "rows": len(sd.examples),
+            **_counts(task, sd.examples),
             "source": sd.source,
             "source_sha256": sha256_file(sd.source) if Path(sd.source).is_file() else None,
-            "rows_read": len(sd.examples),
+            "rows_read": sd.rows_read,
+            "read_counts": sd.read_counts,
             "malformed": _malformed_summary(sd.malformed),
+            "cleaning": dict(sorted(sd.cleaning.items())),
         }
     llamafactory.update_dataset_info(out_dir, info_entries)
     write_json(out_dir / MANIFEST, manifest)
     return manifest
+
+
+def _check_overlap(splits: dict[str, SplitData], *, strict: bool, drop: bool) -> tuple[list[str], dict]:
+    """Inputs of validation/test that also appear in train: loud by default, fatal under strict."""
+    warnings: list[str] = []
+    overlap: dict[str, int] = {}
+    train = splits.get("train")
+    if train is None:
+        return warnings, overlap
+    for name in ("validation", "test"):
+        other = splits.get(name)
+        if other is None:
+            continue
+        held_out = {norm_text(ex.input) for ex in other.examples}
+        train_keys = {norm_text(ex.input) for ex in train.examples}
+        shared = sum(norm_text(ex.input) in train_keys for ex in other.examples)
+        overlap[f"{name}_in_train"] = shared
+        if not shared:
+            continue
+        msg = (f"{shared} of {len(other.examples)} {name} rows ({shared / len(other.examples):.1%}) also appear "
+               f"in train ({other.source} vs {train.source})")
+        if strict:
+            raise FtkError(msg + "; --strict forbids train/test overlap", where=name)
+        if drop:
+            before = len(train.examples)
+            train.examples = [ex for ex in train.examples if norm_text(ex.input) not in held_out]
+            dropped = before - len(train.examples)
+            train.cleaning[f"overlap_with_{name}"] = dropped
+            msg += f"; dropped {dropped} rows from train"
+        warnings.append(msg)
+        print(f"WARNING: {msg}", file=sys.stderr)
+    return warnings, overlap
 
 
 def _malformed_summary(rows: list[Malformed]) -> dict:

@@ -31,8 +31,13 @@ class DataConfig(_Strict):
     source_format: str | None = Field(None, description="task source format; default by file suffix")
     prepared_dir: str = Field(description="output folder of `ftk prepare` (dataset_dir for LLaMA-Factory)")
     prompt_version: str | None = Field(None, description="task prompt version; the task's default when absent")
-    max_samples: dict[str, int] = Field(default_factory=dict, description="split -> seeded sample size")
-    val_size: float | int | None = Field(None, description="fraction or count split off train")
+    max_samples: dict[str, int] = Field(
+        default_factory=dict,
+        description="split -> seeded sample size; train is sampled before validation is split off it")
+    sample_strategy: Literal["uniform", "stratified"] = "uniform"
+    val_size: float | int | None = Field(None, description="fraction or count split off train for validation")
+    test_size: float | int | None = Field(None, description="fraction or count split off train for test")
+    drop_overlap: bool = Field(False, description="drop train rows whose input is also in validation/test")
     seed: int = 42
 
     def sources(self) -> dict[str, str]:

@@ -5,12 +5,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ftk.extract import INVALID
 from ftk.fileio import atomic_open, write_json, write_text
 from ftk.runs import package_versions
 
 
+def _ci_line(m: dict) -> list[str]:
+    return [f"95% bootstrap CI of {k}: [{lo:.4f}, {hi:.4f}]" for k, (lo, hi) in m.get("ci95", {}).items()]
+
+
 def markdown_report(m: dict) -> str:
+    if m.get("kind") == "ner":
+        return _markdown_ner(m)
+    if m.get("kind") == "shopbench":
+        return _markdown_shopbench(m)
     lines = [
         f"# {m.get('task', '')} evaluation",
         "",
@@ -18,7 +25,7 @@ def markdown_report(m: dict) -> str:
         f"micro F1 = {m['micro_f1']:.4f} | weighted F1 = {m['weighted_f1']:.4f} | "
         f"MCC = {m['mcc']:.4f} | invalid = {m['invalid']} ({m['invalid_rate']:.2%})",
         "",
-        *[f"95% bootstrap CI of {k}: [{lo:.4f}, {hi:.4f}]" for k, (lo, hi) in m.get("ci95", {}).items()],
+        *_ci_line(m),
         "",
         "| label | precision | recall | F1 | support | invalid |",
         "|---|---:|---:|---:|---:|---:|",
@@ -37,9 +44,36 @@ def markdown_report(m: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _markdown_ner(m: dict) -> str:
+    lines = [f"# {m.get('task', '')} evaluation (entity level, strict IOB2)", "",
+             f"n = {m['n']} sentences | precision = {m['precision']:.4f} | recall = {m['recall']:.4f} | "
+             f"F1 = {m['f1']:.4f} | token accuracy = {m['token_accuracy']:.4f} | "
+             f"invalid = {m['invalid']} ({m['invalid_rate']:.2%}) | unaligned spans = {m['unaligned_spans']}",
+             "", *_ci_line(m), "", "| type | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
+    for t, c in m["per_type"].items():
+        lines.append(f"| {t} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | {c['support']} |")
+    return "\n".join(lines) + "\n"
+
+
+def _markdown_shopbench(m: dict) -> str:
+    lines = [f"# {m.get('task', '')} evaluation", "",
+             f"n = {m['n']} | overall score = {m['score']:.4f} | invalid = {m['invalid']} ({m['invalid_rate']:.2%})",
+             "", "| metric | score | rows |", "|---|---:|---:|"]
+    for k, v in m["per_metric"].items():
+        lines.append(f"| {k} | {v:.4f} | {m['rows_per_metric'].get(k, '')} |")
+    lines += ["", "| task type | invalid |", "|---|---:|"]
+    lines += [f"| {k} | {v} |" for k, v in m["invalid_by_task_type"].items()]
+    return "\n".join(lines) + "\n"
+
+
 def print_table(m: dict) -> None:
     from rich.console import Console
+    from rich.markdown import Markdown
     from rich.table import Table
+
+    if m.get("kind") in ("ner", "shopbench"):
+        Console().print(Markdown(markdown_report(m)))
+        return
 
     ci = "".join(f", {k} 95% CI [{lo:.4f}, {hi:.4f}]" for k, (lo, hi) in m.get("ci95", {}).items())
     table = Table(title=f"{m.get('task', '')}: accuracy {m['accuracy']:.4f}, macro F1 {m['macro_f1']:.4f}, "
@@ -87,6 +121,7 @@ def write_outputs(out_dir: Path, metrics: dict, rows: list[dict]) -> None:
     write_text(out_dir / "report.md", markdown_report(metrics))
     with atomic_open(out_dir / "errors.jsonl") as fh:
         for r in rows:
-            if r["extracted"] != r["label"]:
-                fh.write(json.dumps(dict(r, invalid=r["extracted"] == INVALID), ensure_ascii=False) + "\n")
-    confusion_png(metrics, out_dir / "confusion.png")
+            if not r["correct"]:
+                fh.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
+    if "confusion" in metrics:
+        confusion_png(metrics, out_dir / "confusion.png")

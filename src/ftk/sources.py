@@ -1,8 +1,9 @@
 """Readers for raw dataset formats -> examples.
 
-Every reader yields `Example`s (source line, label name, input text) and collects each malformed
-row as a `Malformed` (file, line, reason) instead of dropping it silently; the caller decides to
-fail or to count them in the manifest.
+A reader turns one file (or hub split) into raw rows; `to_example` turns a row into an `Example`
+according to the task's kind. Every malformed row is collected as a `Malformed` (file, line,
+kind, reason) instead of being dropped silently; rows with an empty required field are counted
+as cleaning (`empty`), not as malformed.
 """
 
 from __future__ import annotations
@@ -10,21 +11,27 @@ from __future__ import annotations
 import csv
 import json
 import string
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from ftk import shopbench, spans
 from ftk.errors import FtkError
 from ftk.tasks import SourceSpec, TaskSpec
 
 HUB_PREFIX = "hub:"
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
 
 @dataclass(frozen=True)
 class Example:
     line: int
-    label: str
     input: str
+    target: str
+    label: str | None = None  # class label; task type for shopbench; None for ner / pretrain
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
 @dataclass(frozen=True)
@@ -43,125 +50,243 @@ class ReadResult:
     source: str
     examples: list[Example] = field(default_factory=list)
     malformed: list[Malformed] = field(default_factory=list)
+    empty: list[Malformed] = field(default_factory=list)
 
 
-def _fields_in(template: str) -> list[str]:
-    return [name for _, name, _, _ in string.Formatter().parse(template) if name]
+class _Collector:
+    """Turns raw rows into examples for one task/source, collecting problems."""
 
+    def __init__(self, task: TaskSpec, spec: SourceSpec, out: ReadResult, strict: bool):
+        self.task, self.spec, self.out, self.strict = task, spec, out, strict
 
-def _to_example(spec: SourceSpec, task: TaskSpec, row: dict[str, str], path: str, line: int,
-                out: ReadResult) -> None:
-    raw_label = row.get(spec.label_column)
-    if raw_label is None:
-        out.malformed.append(Malformed(path, line, "missing_label", f"missing label column {spec.label_column!r}"))
-        return
-    raw_label = str(raw_label).strip()
-    if spec.label_map is not None:
-        label = spec.label_map.get(raw_label)
+    def bad(self, path: str, line: int, kind: str, reason: str) -> None:
+        m = Malformed(path, line, kind, reason)
+        if self.strict:
+            raise FtkError(reason + " (--strict stops at the first malformed row)", path=path, where=str(line))
+        self.out.malformed.append(m)
+
+    def row(self, row: dict[str, Any], path: str, line: int) -> None:
+        kind = self.task.kind
+        for col in self.spec.required:
+            if not str(row.get(col) or "").strip():
+                self.out.empty.append(Malformed(path, line, "empty", f"empty required field {col!r}"))
+                return
+        if kind in ("classification", "pair_classification"):
+            self._classification(row, path, line)
+        elif kind == "ner":
+            self._ner(row, path, line)
+        elif kind == "shopbench":
+            self._shopbench(row, path, line)
+        else:
+            text = self._format(row, path, line)
+            if text is not None:
+                self.out.examples.append(Example(line=line, input=text, target=""))
+
+    def _format(self, row: dict[str, Any], path: str, line: int) -> str | None:
+        try:
+            return self.spec.input.format(**{k: ("" if v is None else str(v)) for k, v in row.items()}).strip()
+        except KeyError as exc:
+            self.bad(path, line, "missing_column", f"missing column {exc.args[0]!r}")
+            return None
+
+    def _classification(self, row: dict[str, Any], path: str, line: int) -> None:
+        col = self.spec.label_column
+        raw = row.get(col)
+        if raw is None:
+            self.bad(path, line, "missing_label", f"missing label column {col!r}")
+            return
+        raw = str(raw).strip()
+        if self.spec.label_map is not None:
+            label = self.spec.label_map.get(raw)
+            allowed = ", ".join(self.spec.label_map)
+        else:
+            label = raw if raw in self.task.labels else None
+            allowed = ", ".join(self.task.labels)
         if label is None:
-            allowed = ", ".join(spec.label_map)
-            out.malformed.append(Malformed(
-                path, line, "unknown_label", f"{spec.label_column} {raw_label!r} is not one of {allowed}"))
+            self.bad(path, line, "unknown_label", f"{col} {raw!r} is not one of {allowed}")
             return
-    else:
-        label = raw_label
-        if label not in task.labels:
-            out.malformed.append(Malformed(
-                path, line, "unknown_label",
-                f"{spec.label_column} {raw_label!r} is not one of {', '.join(task.labels)}"))
+        text = self._format(row, path, line)
+        if text is not None:
+            self.out.examples.append(Example(line=line, input=text, target=self.task.target_for(label), label=label))
+
+    def _ner(self, row: dict[str, Any], path: str, line: int) -> None:
+        if "tags" in row:
+            tokens, tags = row["tokens"], row["tags"]
+        else:  # a hub row: integer tag ids
+            names = self.spec.tag_names or []
+            tokens = row.get(self.spec.tokens_column) or []
+            try:
+                tags = [names[int(t)] if names else str(t) for t in row.get(self.spec.tags_column) or []]
+            except (IndexError, ValueError):
+                self.bad(path, line, "unknown_label", f"tag ids outside tag_names {names}")
+                return
+        types = set(self.task.labels)
+        for tag in tags:
+            prefix, _, typ = tag.partition("-")
+            if tag != "O" and (prefix not in ("B", "I") or typ not in types):
+                self.bad(path, line, "unknown_label", f"tag {tag!r} is not O or B-/I- of {sorted(types)}")
+                return
+        self.out.examples.append(Example(line=line, input=" ".join(tokens),
+                                         target=spans.target_for_tags(tokens, tags),
+                                         meta={"tokens": list(tokens), "tags": list(tags)}))
+
+    def _shopbench(self, row: dict[str, Any], path: str, line: int) -> None:
+        task_type = row.get("task_type")
+        if task_type not in shopbench.TASK_TYPES:
+            self.bad(path, line, "unknown_label", f"task_type {task_type!r} is not one of {shopbench.TASK_TYPES}")
             return
-    for col in spec.required:
-        if not str(row.get(col) or "").strip():
-            out.malformed.append(Malformed(path, line, "empty_required_field", f"empty required field {col!r}"))
+        gold = row.get(self.spec.gold_column or "output_field")
+        try:
+            target = shopbench.target(task_type, gold)
+        except (TypeError, ValueError):
+            self.bad(path, line, "bad_gold", f"output_field {gold!r} does not fit task_type {task_type!r}")
             return
-    try:
-        text = spec.input.format(**{k: ("" if v is None else str(v)) for k, v in row.items()})
-    except KeyError as exc:
-        out.malformed.append(Malformed(path, line, "missing_column", f"missing column {exc.args[0]!r}"))
-        return
-    out.examples.append(Example(line=line, label=label, input=text.strip()))
+        text = self._format(row, path, line)
+        if text is not None:
+            self.out.examples.append(Example(line=line, input=text, target=target, label=task_type,
+                                             meta={"task_type": task_type, "metric": row.get("metric"),
+                                                   "gold": gold}))
 
 
-def _read_delimited(spec: SourceSpec, task: TaskSpec, path: Path, out: ReadResult) -> None:
+def _read_delimited(c: _Collector, path: Path) -> None:
+    spec = c.spec
     delimiter = spec.delimiter or ("\t" if spec.reader == "tsv" else ",")
-    try:
-        fh = open(path, encoding=spec.encoding, newline="")
-        with fh:
-            reader = csv.reader(fh, delimiter=delimiter)
-            columns = spec.columns
-            prev_end = 0
-            for row in reader:
-                start = prev_end + 1
-                prev_end = reader.line_num
+    quoting = csv.QUOTE_MINIMAL if spec.quoting else csv.QUOTE_NONE
+    with open(path, encoding=spec.encoding, newline="") as fh:
+        reader = csv.reader(fh, delimiter=delimiter, quoting=quoting)
+        columns = spec.columns
+        header_pending = spec.header
+        prev_end = 0
+        for row in reader:
+            start = prev_end + 1
+            prev_end = reader.line_num
+            if row:
+                row[0] = row[0].lstrip("\ufeff") if start == 1 else row[0]
+            if header_pending:
+                header_pending = False
                 if columns is None:
-                    if spec.header:
-                        columns = [c.strip().lstrip("\ufeff") for c in row]
-                        continue
-                if not row or all(not c.strip() for c in row):
-                    out.malformed.append(Malformed(str(path), start, "empty_row", "empty row"))
-                    continue
-                if len(row) != len(columns):
-                    out.malformed.append(Malformed(
-                        str(path), start, "wrong_column_count", f"expected {len(columns)} columns {columns}, found {len(row)}"))
-                    continue
-                _to_example(spec, task, dict(zip(columns, row)), str(path), start, out)
-    except UnicodeDecodeError as exc:
-        raise FtkError(f"cannot decode as {spec.encoding}: {exc.reason} at byte {exc.start}", path=path) from None
+                    columns = [col.strip() for col in row]
+                continue  # `columns`, when given, renames the header positionally
+            if columns is None:
+                raise FtkError("source has no header and no `columns`", path=path)
+            if not row or all(not x.strip() for x in row):
+                c.bad(str(path), start, "empty_row", "empty row")
+                continue
+            if len(row) != len(columns):
+                c.bad(str(path), start, "wrong_column_count",
+                      f"expected {len(columns)} columns {columns}, found {len(row)}")
+                continue
+            c.row(dict(zip(columns, row)), str(path), start)
 
 
-def _read_jsonl(spec: SourceSpec, task: TaskSpec, path: Path, out: ReadResult) -> None:
-    with open(path, encoding=spec.encoding) as fh:
+def _read_jsonl(c: _Collector, path: Path) -> None:
+    with open(path, encoding=c.spec.encoding) as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                out.malformed.append(Malformed(str(path), lineno, "not_json", f"not JSON: {exc.msg}"))
+                c.bad(str(path), lineno, "not_json", f"not JSON: {exc.msg}")
                 continue
             if not isinstance(row, dict):
-                out.malformed.append(Malformed(str(path), lineno, "not_json", "expected a JSON object"))
+                c.bad(str(path), lineno, "not_json", "expected a JSON object")
                 continue
-            _to_example(spec, task, row, str(path), lineno, out)
+            c.row(row, str(path), lineno)
 
 
-def _read_hub(spec: SourceSpec, task: TaskSpec, hub_id: str, split: str, out: ReadResult) -> None:
+def _read_at_lines(c: _Collector, path: Path) -> None:
+    """`text<sep>label` per line (Financial PhraseBank), split at the last separator."""
+    with open(path, encoding=c.spec.encoding, newline="") as fh:
+        for lineno, line in enumerate(fh, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            text, sep, label = line.rpartition(c.spec.separator)
+            if not sep:
+                c.bad(str(path), lineno, "missing_separator", f"no {c.spec.separator!r} separator")
+                continue
+            c.row({"text": text.strip(), "label": label.strip()}, str(path), lineno)
+
+
+def _read_iob2(c: _Collector, path: Path) -> None:
+    """Token<TAB>tag lines, blank line between sentences; `###...` and -DOCSTART- lines are boundaries."""
+    tokens: list[str] = []
+    tags: list[str] = []
+    first = 0
+
+    def flush() -> None:
+        nonlocal tokens, tags
+        if tokens:
+            c.row({"tokens": tokens, "tags": tags}, str(path), first)
+        tokens, tags = [], []
+
+    with open(path, encoding=c.spec.encoding) as fh:
+        for lineno, line in enumerate(fh, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip() or line.startswith("###") or line.startswith("-DOCSTART-"):
+                flush()
+                continue
+            parts = line.split("\t")
+            if len(parts) < 2 or not parts[0]:
+                c.bad(str(path), lineno, "missing_separator", "expected token<TAB>tag")
+                continue
+            if not tokens:
+                first = lineno
+            tokens.append(parts[0])
+            tags.append(parts[-1].strip())
+        flush()
+
+
+def _read_text(c: _Collector, path: Path) -> None:
+    with open(path, encoding=c.spec.encoding) as fh:
+        for lineno, line in enumerate(fh, 1):
+            if line.strip():
+                c.row({"text": line.strip()}, str(path), lineno)
+
+
+READERS = {"csv": _read_delimited, "tsv": _read_delimited, "jsonl": _read_jsonl,
+           "at_lines": _read_at_lines, "iob2": _read_iob2, "text": _read_text}
+
+
+def _read_hub(c: _Collector, hub_id: str, split: str) -> None:
     import datasets  # heavy import, only when the hub is used
 
     try:
-        ds = datasets.load_dataset(hub_id, spec.config, split=split)
+        ds = datasets.load_dataset(hub_id, c.spec.config, split=split)
     except Exception as exc:  # network, missing split, auth: all user-facing
         raise FtkError(f"could not load hub dataset {hub_id!r} split {split!r}: {exc}") from None
     for i, row in enumerate(ds, 1):
-        _to_example(spec, task, row, f"hub:{hub_id}", i, out)
+        c.row(dict(row), f"hub:{hub_id}", i)
 
 
-def read_source(task: TaskSpec, source: str, split: str, fmt: str | None = None) -> ReadResult:
+def read_source(task: TaskSpec, source: str, split: str, fmt: str | None = None, *,
+                strict: bool = False) -> ReadResult:
     """Read one split from a local file or `hub:<id>[:<split>]`.
 
-    The task's source format is chosen by `fmt`, else by the file suffix (`.csv` -> `csv`),
+    The task's source format is `fmt`, else chosen by the file suffix (`.csv` -> a csv format),
     else the task's only local format.
     """
     out = ReadResult(source=source)
     if source.startswith(HUB_PREFIX):
-        rest = source[len(HUB_PREFIX):]
-        hub_id, _, hub_split = rest.partition(":")
+        hub_id, _, hub_split = source[len(HUB_PREFIX):].partition(":")
         spec = task.sources.get(fmt or "hub")
         if spec is None or spec.reader != "hub":
             raise FtkError(f"task {task.name!r} declares no hub source", where="sources")
-        _read_hub(spec, task, hub_id or spec.path or "", hub_split or split, out)
+        _read_hub(_Collector(task, spec, out, strict), hub_id or spec.path or "",
+                  hub_split or spec.splits.get(split, split))
         return out
 
     path = Path(source)
     if not path.is_file():
         raise FtkError("data file not found", path=path)
     spec = _pick_local_spec(task, path, fmt)
-    if spec.reader in ("csv", "tsv"):
-        _read_delimited(spec, task, path, out)
-    elif spec.reader == "jsonl":
-        _read_jsonl(spec, task, path, out)
-    else:
+    if spec.reader == "hub":
         raise FtkError(f"format {fmt!r} is a hub format; give hub:<id> as the source", path=path)
+    try:
+        READERS[spec.reader](_Collector(task, spec, out, strict), path)
+    except UnicodeDecodeError as exc:
+        raise FtkError(f"cannot decode as {spec.encoding}: {exc.reason} at byte {exc.start}", path=path) from None
     return out
 
 
@@ -172,18 +297,18 @@ def _pick_local_spec(task: TaskSpec, path: Path, fmt: str | None) -> SourceSpec:
                            f"expected one of {sorted(task.sources)}", path=path)
         return task.sources[fmt]
     local = {k: v for k, v in task.sources.items() if v.reader != "hub"}
-    by_suffix = path.suffix.lstrip(".").lower()
-    for name, spec in local.items():
-        if spec.reader == by_suffix or name == by_suffix:
-            return spec
     if len(local) == 1:
         return next(iter(local.values()))
+    suffix = path.suffix.lstrip(".").lower()
+    matches = [spec for name, spec in local.items() if name == suffix or spec.reader == suffix]
+    if len(matches) == 1:
+        return matches[0]
     raise FtkError(f"cannot tell which source format of task {task.name!r} this file is; "
-                   f"pass one of {sorted(local)}", path=path)
+                   f"pass one of {sorted(local)} (--format)", path=path)
 
 
-def input_fields(spec: SourceSpec) -> list[str]:
-    return _fields_in(spec.input)
+def fields_in(template: str) -> list[str]:
+    return [name for _, name, _, _ in string.Formatter().parse(template) if name]
 
 
 def iter_lines(paths: Iterable[str | Path]) -> Iterator[str]:

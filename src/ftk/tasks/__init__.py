@@ -26,18 +26,25 @@ class _Strict(BaseModel):
 class SourceSpec(_Strict):
     """How one raw format (a local file layout or a hub dataset) maps onto records."""
 
-    reader: Literal["csv", "tsv", "jsonl", "hub"]
+    reader: Literal["csv", "tsv", "jsonl", "hub", "iob2", "at_lines", "text"]
     header: bool = Field(True, description="csv/tsv: the first line holds column names")
     columns: list[str] | None = Field(None, description="column names when the file has no header")
     delimiter: str | None = None
+    quoting: bool = Field(True, description="csv/tsv: honour quotes (off for MRPC, whose text holds bare quotes)")
+    separator: str = Field("@", description="at_lines: text and label split at the LAST separator")
     encoding: str = "utf-8"
     path: str | None = Field(None, description="hub: dataset id for datasets.load_dataset")
     config: str | None = Field(None, description="hub: dataset config name")
-    label_column: str
+    splits: dict[str, str] = Field(default_factory=dict, description="hub: ftk split -> hub split name")
+    label_column: str | None = Field(None, description="column holding the label (classification)")
     label_map: dict[str, str] | None = Field(
         None, description="raw label value -> label name; identity when absent"
     )
-    input: str = Field(description="input text, a format string over the record's columns")
+    input: str = Field("{text}", description="input text, a format string over the record's columns")
+    gold_column: str | None = Field(None, description="shopbench: column holding the gold answer")
+    tokens_column: str = Field("tokens", description="ner (hub): column of tokens")
+    tags_column: str = Field("ner_tags", description="ner (hub): column of tags")
+    tag_names: list[str] | None = Field(None, description="ner (hub): tag name of each integer tag id")
     required: list[str] = Field(default_factory=list, description="columns that must be non-empty")
 
 
@@ -57,20 +64,37 @@ class ExtractionSpec(_Strict):
     synonyms: dict[str, str] = Field(default_factory=dict, description="lower-cased text -> label")
 
 
+Kind = Literal["classification", "pair_classification", "ner", "shopbench", "pretrain"]
+
+
+class CleaningSpec(_Strict):
+    drop_duplicates: bool = Field(True, description="drop repeated inputs within a split (first kept)")
+    near_duplicate_rouge_l: float | None = Field(
+        None, description="drop rows whose ROUGE-L F with an earlier row is >= this (S4 used 0.7)")
+
+
 class TaskSpec(_Strict):
     name: str
-    kind: Literal["classification", "pair_classification"]
+    kind: Kind
     description: str = ""
-    labels: list[str] = Field(min_length=2)
+    labels: list[str] = Field(default_factory=list, description="class labels, or entity types for ner")
     sources: dict[str, SourceSpec]
-    prompts: PromptSpec
+    prompts: PromptSpec = Field(default_factory=lambda: PromptSpec(default="plain", versions={"plain": ""}))
     target: str = "{label}"
     extraction: ExtractionSpec = Field(default_factory=ExtractionSpec)
     metrics: list[str] = Field(default_factory=lambda: ["accuracy", "macro_f1"])
+    cleaning: CleaningSpec = Field(default_factory=CleaningSpec)
 
     @model_validator(mode="after")
     def _labels_known(self) -> TaskSpec:
+        if self.kind in ("classification", "pair_classification", "ner") and len(self.labels) < 2 \
+                and self.kind != "ner":
+            raise ValueError(f"a {self.kind} task needs at least 2 labels")
+        if self.kind == "ner" and not self.labels:
+            raise ValueError("an ner task lists its entity types in `labels`")
         for fmt, src in self.sources.items():
+            if self.kind in ("classification", "pair_classification") and not src.label_column:
+                raise ValueError(f"sources.{fmt}.label_column is required for a {self.kind} task")
             for raw, name in (src.label_map or {}).items():
                 if name not in self.labels:
                     raise ValueError(
@@ -79,6 +103,10 @@ class TaskSpec(_Strict):
         if len(set(self.labels)) != len(self.labels):
             raise ValueError("labels must be unique")
         return self
+
+    @property
+    def is_classification(self) -> bool:
+        return self.kind in ("classification", "pair_classification")
 
     def prompt(self, version: str | None) -> str:
         version = version or self.prompts.default
