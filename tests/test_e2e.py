@@ -1,26 +1,38 @@
 """Real LLaMA-Factory training + ftk eval on the tiny model, through the `ftk` command (minutes)."""
 
+import csv
 import json
+import subprocess
+import sys
 
 import pytest
+import yaml
 
 from conftest import REPO, run_ftk
 
 pytestmark = pytest.mark.slow
 
 
-def test_train_then_eval_end_to_end(tmp_path, synth_dir, tiny_model):
-    recipe = tmp_path / "recipe.yaml"
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, synth_dir, tiny_model):
+    """One real training run of the demo recipe on the synthetic data, shared by the tests below."""
+    tmp = tmp_path_factory.mktemp("e2e")
+    recipe = tmp / "recipe.yaml"
     recipe.write_text(
         f"extends: {REPO / 'configs' / 'agnews_tiny_cpu.yaml'}\n"
         "name: e2e\n"
         f"data: {{train: {synth_dir / 'train.csv'}, test: {synth_dir / 'test.csv'},"
-        f" prepared_dir: {tmp_path / 'prepared'}}}\n"
+        f" prepared_dir: {tmp / 'prepared'}}}\n"
         f"model: {{name_or_path: {tiny_model}}}\n"
-        f"runs_dir: {tmp_path / 'runs'}\n")
-    proc = run_ftk("train", recipe, cwd=tmp_path)
+        f"runs_dir: {tmp / 'runs'}\n")
+    proc = run_ftk("train", recipe, cwd=tmp)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    (run_dir,) = (tmp_path / "runs").iterdir()
+    (run_dir,) = (tmp / "runs").iterdir()
+    return tmp, run_dir
+
+
+def test_train_then_eval_end_to_end(trained):
+    tmp, run_dir = trained
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "finished" and manifest["exit_code"] == 0
     assert manifest["argv"][:3] == ["python", "-m", "llamafactory.launcher"]
@@ -30,23 +42,93 @@ def test_train_then_eval_end_to_end(tmp_path, synth_dir, tiny_model):
     log = [json.loads(l) for l in (run_dir / "model" / "trainer_log.jsonl").read_text().splitlines()]
     assert log[-1]["loss"] < log[0]["loss"]
 
-    proc = run_ftk("eval", run_dir, cwd=tmp_path)
+    proc = run_ftk("eval", run_dir, cwd=tmp)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = run_dir / "eval-test"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n"] == 200
     assert metrics["accuracy"] >= 0.9, metrics["accuracy"]
-    for key in ("macro_f1", "micro_f1", "weighted_f1", "mcc", "invalid_rate", "per_class", "confusion"):
+    for key in ("macro_f1", "micro_f1", "weighted_f1", "mcc", "invalid_rate", "per_class", "confusion", "ci95"):
         assert key in metrics
     assert metrics["confusion"]["columns"][-1] == "[invalid]"
-    for name in ("report.md", "confusion.png", "errors.jsonl", "predictions.jsonl"):
-        assert (out / name).stat().st_size > 0 or name == "errors.jsonl"
+    for name in ("report.md", "confusion.png", "predictions.jsonl"):
+        assert (out / name).stat().st_size > 0
+    assert (out / "errors.jsonl").exists()
     preds = [json.loads(l) for l in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(preds) == 200 and len({p["id"] for p in preds}) == 200
 
     # A second eval resumes: nothing left to generate, same metrics, no duplicate rows.
-    proc = run_ftk("eval", run_dir, cwd=tmp_path)
+    proc = run_ftk("eval", run_dir, cwd=tmp)
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = json.loads((out / "metrics.json").read_text())
     assert again["accuracy"] == metrics["accuracy"]
     assert len((out / "predictions.jsonl").read_text().splitlines()) == 200
+
+
+def test_llamafactory_predictions_scored_like_ftk_eval(trained):
+    """LLaMA-Factory's own predict (greedy) -> generated_predictions.jsonl -> ftk eval --predictions."""
+    from ftk.llamafactory import render_predict_args
+
+    tmp, run_dir = trained
+    out = run_dir / "eval-test"
+    if not (out / "metrics.json").exists():
+        assert run_ftk("eval", run_dir, cwd=tmp).returncode == 0
+    ours = json.loads((out / "metrics.json").read_text())
+    args = render_predict_args(model_name_or_path=str(run_dir / "model"), template="llama3",
+                               dataset_dir=str(tmp / "prepared"), eval_dataset="agnews_test",
+                               output_dir=str(tmp / "lf_predict"), batch_size=16, max_new_tokens=12)
+    cfg = tmp / "predict.yaml"
+    cfg.write_text(yaml.safe_dump(args))
+    proc = subprocess.run([sys.executable, "-m", "llamafactory.launcher", str(cfg)], cwd=tmp,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lf_file = tmp / "lf_predict" / "generated_predictions.jsonl"
+    proc = run_ftk("eval", "--predictions", lf_file, "--task", "agnews", "--data", tmp / "prepared",
+                   "--out", tmp / "lf_eval")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    theirs = json.loads((tmp / "lf_eval" / "metrics.json").read_text())
+    assert theirs["format"] == "llamafactory" and theirs["n"] == 200
+    assert theirs["accuracy"] == ours["accuracy"]
+
+
+def test_user_defined_task_from_unseen_tsv(tmp_path, tiny_model):
+    """A task YAML for a file ftk has never seen: other columns, other labels, no code change."""
+    from ftk.synth import generate
+
+    codes = {"1": "P", "2": "S", "3": "M", "4": "T"}
+    for split, n, seed in (("train", 2000, 10), ("test", 200, 11)):
+        with open(tmp_path / f"{split}.tsv", "w", newline="") as fh:
+            w = csv.writer(fh, delimiter="\t")
+            w.writerow(["doc_id", "headline", "body", "topic_code"])
+            for i, (cls, title, desc) in enumerate(generate(n, seed)):
+                w.writerow([f"{split}{i}", title, desc, codes[cls]])
+    task_yaml = tmp_path / "press_topics.yaml"
+    task_yaml.write_text(yaml.safe_dump({
+        "name": "press_topics", "kind": "classification",
+        "labels": ["politics", "sport", "money", "tech"],
+        "sources": {"tsv": {"reader": "tsv", "label_column": "topic_code",
+                            "label_map": {"P": "politics", "S": "sport", "M": "money", "T": "tech"},
+                            "input": "{headline}. {body}", "required": ["body"]}},
+        "prompts": {"default": "short", "versions": {"short": "Topic of this press item (politics, sport, money or tech)?\n"}},
+        "target": "{label}",
+        "extraction": {"steps": ["strip", "label", "take_first"]},
+        "metrics": ["accuracy"],
+    }))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "extends": str(REPO / "configs" / "agnews_tiny_cpu.yaml"), "name": "press", "task": str(task_yaml),
+        "data": {"train": str(tmp_path / "train.tsv"), "test": str(tmp_path / "test.tsv"),
+                 "prepared_dir": str(tmp_path / "prepared"), "prompt_version": "short"},
+        "model": {"name_or_path": str(tiny_model)}, "runs_dir": str(tmp_path / "runs")}))
+    proc = run_ftk("prepare", recipe, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "train: 2000 rows" in proc.stdout and "politics" in proc.stdout
+    proc = run_ftk("train", recipe, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    proc = run_ftk("eval", run_dir, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.loads((run_dir / "eval-test" / "metrics.json").read_text())
+    assert m["task"] == "press_topics" and m["n"] == 200
+    assert set(m["per_class"]) == {"politics", "sport", "money", "tech"}
+    assert m["accuracy"] >= 0.8, m["accuracy"]

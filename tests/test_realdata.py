@@ -101,5 +101,5 @@ def test_shopbench_counts(tmp_path):
                                  "ranking": 4, "retrieval": 15}
     recs = read_records(tmp_path / "shopbench_test.jsonl")
     ranking = [r for r in recs if r["task_type"] == "ranking"][0]
-    assert ranking["gold"] == [1, 0.01, 0.1, 1, 0] and ranking["output"] == "1, 4, 3, 2, 5"
+    assert json.loads(ranking["gold"]) == [1, 0.01, 0.1, 1, 0] and ranking["output"] == "1, 4, 3, 2, 5"
     assert all(r["instruction"] and r["input"] == "" for r in recs)

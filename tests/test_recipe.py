@@ -11,12 +11,12 @@ CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_every_shipped_recipe_validates(path):
+    """Schema, task, LLaMA-Factory's own parser, template and dataset names (ftk validate)."""
+    from ftk.validate import validate
+
     r = load_recipe(path)
     assert r.name == path.stem
-    from ftk.tasks import load_task
-
-    task = load_task(r.task)
-    task.prompt(r.data.prompt_version)
+    validate(path)
 
 
 def test_unknown_key_names_file_and_key(tmp_path):

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from ftk import shopbench, spans
@@ -81,6 +83,8 @@ def test_score_shopbench_kind():
     ]
     preds = {"1": {"predict": "2"}, "2": {"predict": "x"}, "3": {"predict": "1, 9, 3"}, "4": {"predict": "1, 2, 3"},
              "5": {"predict": "['Tablette']"}, "6": {"predict": "a red cup"}}
+    for r in recs:  # prepared records hold gold as JSON text
+        r["gold"] = json.dumps(r["gold"])
     m, rows = score(load_task("shopbench"), recs, preds)
     assert m["per_metric"]["accuracy"] == 0.5
     assert m["per_metric"]["hit rate@3"] == pytest.approx(2 / 3)

@@ -24,10 +24,16 @@ def prepare_cmd(
     validation: Annotated[Optional[str], typer.Option(help="validation split source")] = None,
     test: Annotated[Optional[str], typer.Option(help="test split source")] = None,
     out: Annotated[Optional[Path], typer.Option(help="output folder")] = None,
+    source_format: Annotated[Optional[str], typer.Option("--format", help="task source format (default by suffix)")] = None,
     prompt_version: Annotated[Optional[str], typer.Option(help="prompt version of the task")] = None,
     seed: Annotated[int, typer.Option(help="seed for sampling and splits")] = 42,
+    max_samples: Annotated[Optional[list[str]], typer.Option(help="SPLIT=N seeded sample (repeatable)")] = None,
+    sample_strategy: Annotated[str, typer.Option(help="uniform or stratified")] = "uniform",
     val_size: Annotated[Optional[float], typer.Option(help="fraction (<1) or count split off train")] = None,
+    test_size: Annotated[Optional[float], typer.Option(help="fraction (<1) or count split off train for test")] = None,
+    drop_overlap: Annotated[bool, typer.Option(help="drop train rows whose input is in validation/test")] = False,
     skip_malformed: Annotated[bool, typer.Option(help="drop malformed rows and count them instead of failing")] = False,
+    strict: Annotated[bool, typer.Option(help="fail on the first malformed row and on train/test overlap")] = False,
 ) -> None:
     """Turn raw data into LLaMA-Factory files + dataset_info.json + manifest.json.
 
@@ -35,43 +41,95 @@ def prepare_cmd(
       ftk prepare configs/agnews_tiny_cpu.yaml\n
       ftk prepare --task agnews --test ../shared/realdata/ag_news/test.csv --out data/prepared/agnews_real
     """
-    from ftk.prepare import prepare
+    from ftk.prepare import prepare, prepare_recipe
     from ftk.tasks import load_task
+
+    def size(x: float | None) -> float | int | None:
+        return int(x) if x is not None and x >= 1 else x
 
     if recipe is not None:
         from ftk.recipe import load_recipe
 
         r = load_recipe(recipe, overrides)
-        task_spec = load_task(task or r.task)
-        sources = r.data.sources()
-        out_dir = out or Path(r.data.prepared_dir)
-        kwargs = dict(prompt_version=prompt_version or r.data.prompt_version, seed=r.data.seed,
-                      max_samples=r.data.max_samples, val_size=val_size or r.data.val_size,
-                      source_format=r.data.source_format)
+        out_dir = Path(r.data.prepared_dir)
+        manifest = prepare_recipe(r, strict=strict, skip_malformed=skip_malformed)
     else:
         if not task or not out:
             raise FtkError("give a recipe, or --task and --out with at least one of --train/--validation/--test")
-        task_spec = load_task(task)
+        samples = {}
+        for item in max_samples or []:
+            split, sep, n = item.partition("=")
+            if not sep or not n.isdigit():
+                raise FtkError(f"--max-samples {item!r}: expected SPLIT=N")
+            samples[split] = int(n)
         sources = {k: v for k, v in (("train", train), ("validation", validation), ("test", test)) if v}
         out_dir = out
-        kwargs = dict(prompt_version=prompt_version, seed=seed,
-                      val_size=(int(val_size) if val_size and val_size >= 1 else val_size))
-    manifest = prepare(task_spec, sources, out_dir, skip_malformed=skip_malformed, **kwargs)
+        manifest = prepare(load_task(task), sources, out, prompt_version=prompt_version, seed=seed,
+                           max_samples=samples, sample_strategy=sample_strategy, val_size=size(val_size),
+                           test_size=size(test_size), drop_overlap=drop_overlap, source_format=source_format,
+                           strict=strict, skip_malformed=skip_malformed)
     for split, info in manifest["splits"].items():
-        if split not in sources and not (split == "validation" and kwargs.get("val_size")):
-            continue
-        counts = ", ".join(f"{k} {v}" for k, v in info["label_counts"].items())
-        mal = info["malformed"]["count"]
-        print(f"{split}: {info['rows']} rows -> {out_dir / info['file']} [{info['dataset']}] ({counts})"
-              + (f"; {mal} malformed rows dropped" if mal else ""))
+        counts = info.get("label_counts") or info.get("entity_counts") or {}
+        shown = ", ".join(f"{k} {v}" for k, v in counts.items())
+        extra = [f"{v} {k}" for k, v in info.get("cleaning", {}).items() if v]
+        if info["malformed"]["count"]:
+            extra.append(f"{info['malformed']['count']} malformed dropped")
+        print(f"{split}: {info['rows']} rows -> {out_dir / info['file']} [{info['dataset']}]"
+              + (f" ({shown})" if shown else "") + (f"; removed: {', '.join(extra)}" if extra else ""))
     print(f"manifest: {out_dir / 'manifest.json'}")
+
+
+tasks_app = typer.Typer(help="List built-in tasks or show one.", invoke_without_command=True)
+app.add_typer(tasks_app, name="tasks")
+
+
+@tasks_app.callback()
+def tasks_list(ctx: typer.Context) -> None:
+    """List the built-in tasks (name, kind, labels, prompt versions).
+
+    Examples:\n
+      ftk tasks\n
+      ftk tasks show agnews
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from ftk.tasks import builtin_tasks, load_task
+
+    for name in builtin_tasks():
+        t = load_task(name)
+        labels = ", ".join(t.labels) if t.labels else "-"
+        print(f"{t.name:22} {t.kind:20} labels: {labels}  | prompts: {', '.join(t.prompts.versions)}"
+              f" | formats: {', '.join(t.sources)}")
+
+
+@tasks_app.command("show")
+def tasks_show(
+    task: Annotated[str, typer.Argument(help="task name or task YAML path")],
+    data: Annotated[Optional[Path], typer.Option(help="prepared folder: show its first record per split")] = None,
+    file: Annotated[Optional[str], typer.Option(help="a raw source file: show its first example")] = None,
+    prompt_version: Annotated[Optional[str], typer.Option(help="prompt version")] = None,
+) -> None:
+    """Render one example prompt and target per split (from prepared data, a raw file, or placeholders).
+
+    Examples:\n
+      ftk tasks show agnews --file ../shared/realdata/ag_news/test.csv\n
+      ftk tasks show bionlp2004 --data data/prepared/bionlp
+    """
+    from ftk.tasks_show import show
+
+    print(show(task, data=data, file=file, prompt_version=prompt_version), end="")
 
 
 @app.command("train")
 def train_cmd(
-    recipe: Annotated[Path, typer.Argument(help="recipe YAML")],
+    recipe: Annotated[Optional[Path], typer.Argument(help="recipe YAML")] = None,
     overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value recipe overrides")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the rendered YAML and launch command only")] = False,
+    slurm: Annotated[bool, typer.Option("--slurm", help="write an sbatch script (and submit it if sbatch exists)")] = False,
+    resume: Annotated[Optional[Path], typer.Option(help="continue this run directory from its last checkpoint")] = None,
+    node_rank: Annotated[Optional[int], typer.Option(help="this node's rank (default $NODE_RANK or 0)")] = None,
+    master_addr: Annotated[Optional[str], typer.Option(help="rank-0 node address (default $MASTER_ADDR)")] = None,
+    master_port: Annotated[Optional[int], typer.Option(help="rendezvous port (default $MASTER_PORT)")] = None,
 ) -> None:
     """Render the LLaMA-Factory config into a new run directory and launch training.
 
@@ -81,27 +139,74 @@ def train_cmd(
     """
     from ftk import launch
     from ftk.recipe import load_recipe
-    from ftk.train import TrainingFailed, dry_run as plan_dry_run, train
+    from ftk.train import Topology, TrainingFailed, dry_run as plan_dry_run, resume as resume_run, train
 
-    r = load_recipe(recipe, overrides)
-    if dry_run:
-        p = plan_dry_run(r)
-        print(f"# {p.run_dir}/llamafactory.yaml")
-        print(p.yaml_text(), end="")
-        if p.deepspeed:
+    topo = Topology.from_env(node_rank, master_addr, master_port)
+    try:
+        if resume is not None:
+            run_dir = resume_run(resume, topo)
+            print(f"[ftk] trained: {run_dir}")
+            return
+        if recipe is None:
+            raise FtkError("give a recipe (or --resume RUN)")
+        r = load_recipe(recipe, overrides)
+        if dry_run:
             import json
 
-            print(f"# {p.run_dir}/deepspeed.json")
-            print(json.dumps(p.deepspeed, indent=2))
-        print("# launch")
-        print(launch.shell_quote(p.argv))
-        return
-    try:
-        run_dir = train(r, recipe, overrides)
+            for p in plan_dry_run(r, topo):
+                print(f"# {p.dir}/llamafactory.yaml" + (f"  (stage {p.name})" if p.name != "main" else ""))
+                print(p.yaml_text(), end="")
+                if p.deepspeed:
+                    print(f"# {p.dir}/deepspeed.json")
+                    print(json.dumps(p.deepspeed, indent=2))
+                print("# launch")
+                print(launch.shell_quote(p.argv))
+            if slurm:
+                from ftk.slurm import render_sbatch
+
+                print("# sbatch.sh")
+                print(render_sbatch(r, plan_dry_run(r, topo), Path(r.runs_dir) / f"{r.name}-<timestamp>"), end="")
+            return
+        run_dir = train(r, recipe, overrides, topo=topo, slurm=slurm)
     except TrainingFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(1) from None
-    print(f"[ftk] trained: {run_dir}")
+    print(f"[ftk] {'prepared' if slurm else 'trained'}: {run_dir}")
+
+
+@app.command("validate")
+def validate_cmd(
+    recipe: Annotated[Path, typer.Argument(help="recipe YAML")],
+    overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value recipe overrides")] = None,
+) -> None:
+    """Check a recipe without training: schema, task, data files, LLaMA-Factory's own parser,
+    template and dataset names. Every problem is reported at once (exit code 2).
+
+    Examples:\n
+      ftk validate configs/agnews_llama31_full.yaml\n
+      ftk validate configs/agnews_tiny_cpu.yaml train.learning_rate=1e-4
+    """
+    from ftk.validate import validate
+
+    report = validate(recipe, overrides)
+    for note in report.notes:
+        print(f"note: {note}")
+    print(f"{recipe}: OK")
+
+
+@app.command("schema")
+def schema_cmd() -> None:
+    """Print the recipe JSON Schema (for editors and CI).
+
+    Examples:\n
+      ftk schema > recipe.schema.json\n
+      ftk schema | python -m json.tool | less
+    """
+    import json
+
+    from ftk.recipe import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
 
 
 @app.command("eval")

@@ -9,10 +9,9 @@ from pathlib import Path
 
 from ftk import synth
 from ftk.evaluate import evaluate_run
-from ftk.prepare import prepare
+from ftk.prepare import prepare_recipe
 from ftk.recipe import load_recipe
 from ftk.report import print_table
-from ftk.tasks import load_task
 from ftk.tiny import build_tiny_model
 from ftk.sources import iter_lines
 from ftk.train import train
@@ -37,9 +36,7 @@ def run_demo(recipe_path: str = DEFAULT_RECIPE, overrides: list[str] | None = No
     data_dir = Path(recipe.data.train).parent
     ensure_synthetic(data_dir)
     ensure_tiny_model(Path(recipe.model.name_or_path), [recipe.data.train])
-    task = load_task(recipe.task)
-    prepare(task, recipe.data.sources(), recipe.data.prepared_dir, prompt_version=recipe.data.prompt_version,
-            seed=recipe.data.seed, max_samples=recipe.data.max_samples, val_size=recipe.data.val_size)
+    prepare_recipe(recipe)
     run_dir = train(recipe, recipe_path, overrides)
     metrics, out_dir = evaluate_run(run_dir)
     print_table(metrics)

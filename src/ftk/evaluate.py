@@ -106,11 +106,11 @@ def evaluate_run(run_dir: str | Path, *, out_dir: str | Path | None = None, batc
     """Evaluate a finished training run on its recipe's eval split; write reports to out_dir."""
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
-    recipe = Recipe.model_validate(manifest["recipe"])
+    recipe = Recipe.model_validate(manifest["recipe"]).stage_recipes()[-1][1]  # the last stage's
     task = load_task(recipe.task)
     split = split or recipe.eval.split
     records = eval_split_records(recipe, split, limit or recipe.eval.limit)
-    model_dir = run_dir / "model"
+    model_dir = Path(manifest.get("model_dir") or run_dir / "model")
     if not (model_dir / "config.json").exists() and not (model_dir / "adapter_config.json").exists():
         raise FtkError("run has no trained model (did training finish?)", path=model_dir)
     if recipe.method.finetuning_type == "lora":

@@ -13,13 +13,18 @@ LAUNCHER_MODULE = "llamafactory.launcher"
 
 
 def build_train_argv(config_path: str, *, nnodes: int = 1, nproc_per_node: int = 1, node_rank: int = 0,
-                     master_addr: str = "127.0.0.1", master_port: int = 29500) -> list[str]:
-    """The training command. One process: `python -m llamafactory.launcher CFG`; otherwise torchrun.
+                     master_addr: str = "127.0.0.1", master_port: int = 29500,
+                     force_torchrun: bool = False) -> list[str]:
+    """The training command.
+
+    One process: `python -m llamafactory.launcher CFG` (unless `force_torchrun`: DeepSpeed needs a
+    torchrun launch even on one device). Several: torchrun with a static rendezvous; each node runs
+    the same command with its own `--node-rank`.
 
     >>> build_train_argv("run/llamafactory.yaml")
     ['python', '-m', 'llamafactory.launcher', 'run/llamafactory.yaml']
     """
-    if nnodes == 1 and nproc_per_node == 1:
+    if nnodes == 1 and nproc_per_node == 1 and not force_torchrun:
         return ["python", "-m", LAUNCHER_MODULE, config_path]
     return [
         "torchrun",
@@ -33,8 +38,36 @@ def build_train_argv(config_path: str, *, nnodes: int = 1, nproc_per_node: int =
     ]
 
 
+def build_slurm_argv(config_path: str, *, nnodes: int, nproc_per_node: int, rdzv_port: int = 29500) -> list[str]:
+    """What each SLURM node runs under srun: torchrun with a c10d rendezvous on the first node.
+
+    `$MASTER_ADDR` and `$SLURM_JOB_ID` are expanded by the batch script's shell.
+    """
+    return [
+        "torchrun",
+        "--nnodes", str(nnodes),
+        "--nproc-per-node", str(nproc_per_node),
+        "--rdzv-backend", "c10d",
+        "--rdzv-endpoint", f"$MASTER_ADDR:{rdzv_port}",
+        "--rdzv-id", "$SLURM_JOB_ID",
+        "-m", LAUNCHER_MODULE,
+        config_path,
+    ]
+
+
 def shell_quote(argv: Sequence[str]) -> str:
     return " ".join(shlex.quote(a) for a in argv)
+
+
+def shell_quote_expanding(argv: Sequence[str]) -> str:
+    """Like shell_quote, but arguments holding `$VAR` are double-quoted so the shell expands them."""
+    out = []
+    for a in argv:
+        if "$" in a and all(c.isalnum() or c in "$_:./-" for c in a):
+            out.append(f'"{a}"')
+        else:
+            out.append(shlex.quote(a))
+    return " ".join(out)
 
 
 def launch_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -44,13 +77,13 @@ def launch_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
     env.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # The launcher itself decides about torchrun; stop LLaMA-Factory from re-launching.
+    # ftk's own argv decides about torchrun; stop LLaMA-Factory from re-launching itself.
     env.pop("FORCE_TORCHRUN", None)
     env.update(extra or {})
     return env
 
 
-def resolve(argv: Sequence[str], env: dict[str, str]) -> list[str]:
+def resolve(argv: Sequence[str]) -> list[str]:
     """Replace a bare `python` with this interpreter (the venv's), keep the rest as given."""
     argv = list(argv)
     if argv and argv[0] == "python":
@@ -63,11 +96,11 @@ def run_streaming(argv: Sequence[str], log_path: Path, *, cwd: str | Path | None
     """Run argv (no shell), stream its output to the terminal and to log_path; return the exit code."""
     env = env or launch_env()
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(resolve(argv, env), cwd=cwd, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, bufsize=0)
+        proc = subprocess.Popen(resolve(argv), cwd=cwd, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, bufsize=0, start_new_session=False)
         assert proc.stdout is not None
         try:
-            while chunk := proc.stdout.read1(65536) if hasattr(proc.stdout, "read1") else proc.stdout.read(4096):
+            while chunk := proc.stdout.read1(65536):
                 sys.stdout.buffer.write(chunk)
                 sys.stdout.buffer.flush()
                 log.write(chunk)
@@ -77,3 +110,9 @@ def run_streaming(argv: Sequence[str], log_path: Path, *, cwd: str | Path | None
             proc.wait()
             raise
         return proc.wait()
+
+
+def run_quiet(argv: Sequence[str], log_path: Path, *, env: dict[str, str] | None = None) -> int:
+    """Run argv (no shell) with its output only in log_path; return the exit code."""
+    with open(log_path, "ab") as log:
+        return subprocess.run(resolve(argv), env=env or launch_env(), stdout=log, stderr=subprocess.STDOUT).returncode

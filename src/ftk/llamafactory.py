@@ -81,7 +81,8 @@ def deepspeed_config(preset: str) -> dict:
 
 
 def render_train_args(recipe, *, dataset_dir: str, train_dataset: str, output_dir: str,
-                      eval_dataset: str | None = None, deepspeed_path: str | None = None) -> dict:
+                      eval_dataset: str | None = None, deepspeed_path: str | None = None,
+                      resume_from_checkpoint: str | None = None) -> dict:
     """Recipe -> the LLaMA-Factory training YAML as a dict (keys in LLaMA-Factory's own order)."""
     t, m, d = recipe.train, recipe.method, recipe.distributed
     args: dict[str, Any] = {
@@ -91,9 +92,15 @@ def render_train_args(recipe, *, dataset_dir: str, train_dataset: str, output_di
         "do_train": True,
         "finetuning_type": m.finetuning_type,
     }
+    if recipe.model.adapter_name_or_path:
+        args["adapter_name_or_path"] = recipe.model.adapter_name_or_path
     if m.finetuning_type == "lora":
         args.update({"lora_rank": m.lora_rank, "lora_alpha": m.lora_alpha,
                      "lora_dropout": m.lora_dropout, "lora_target": m.lora_target})
+        if m.quantization_bit:
+            args["quantization_bit"] = m.quantization_bit
+    elif m.finetuning_type == "freeze":
+        args["freeze_trainable_layers"] = m.freeze_trainable_layers
     if deepspeed_path:
         args["deepspeed"] = deepspeed_path
     if d.flash_attn != "auto":
@@ -140,8 +147,10 @@ def render_train_args(recipe, *, dataset_dir: str, train_dataset: str, output_di
     if eval_dataset:
         args.update({"eval_dataset": eval_dataset, "per_device_eval_batch_size": t.per_device_train_batch_size,
                      "eval_strategy": "steps", "eval_steps": t.eval_steps or t.save_steps})
-    if recipe.tracking.project and recipe.tracking.report_to == "wandb":
+    if recipe.tracking.report_to == "wandb":
         args["run_name"] = recipe.name
+    if resume_from_checkpoint:
+        args["resume_from_checkpoint"] = resume_from_checkpoint
     args.update(recipe.llamafactory_args)
     return args
 

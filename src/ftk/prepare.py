@@ -161,7 +161,9 @@ def to_record(task: TaskSpec, prompt: str, ex: Example, rid: str) -> dict:
         rec["tokens"] = ex.meta["tokens"]
         rec["tags"] = ex.meta["tags"]
     elif task.kind == "shopbench":
-        rec.update({"task_type": ex.meta["task_type"], "metric": ex.meta["metric"], "gold": ex.meta["gold"]})
+        # JSON text: gold is an int, a list or a string by row, and arrow needs one type per column.
+        rec.update({"task_type": ex.meta["task_type"], "metric": ex.meta["metric"],
+                    "gold": json.dumps(ex.meta["gold"], ensure_ascii=False)})
     return rec
 
 
@@ -348,3 +350,14 @@ def load_manifest(out_dir: str | Path) -> dict:
 def read_records(path: str | Path) -> list[dict]:
     with open(path, encoding="utf-8") as fh:
         return [json.loads(line) for line in fh if line.strip()]
+
+
+def prepare_recipe(recipe, *, strict: bool = False, skip_malformed: bool = False) -> dict:
+    """Prepare a recipe's data (its `task` and `data` sections) into `data.prepared_dir`."""
+    from ftk.tasks import load_task
+
+    d = recipe.data
+    return prepare(load_task(recipe.task), d.sources(), d.prepared_dir, prompt_version=d.prompt_version,
+                   seed=d.seed, max_samples=d.max_samples, sample_strategy=d.sample_strategy,
+                   val_size=d.val_size, test_size=d.test_size, drop_overlap=d.drop_overlap,
+                   source_format=d.source_format, strict=strict, skip_malformed=skip_malformed)

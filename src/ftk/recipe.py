@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ftk.errors import FtkError
 from ftk.tasks import format_validation_error
@@ -45,18 +45,33 @@ class DataConfig(_Strict):
                                   ("test", self.test)) if v}
 
 
+class TinyModelSpec(_Strict):
+    """Build a tiny random-init LLaMA at `model.name_or_path` when it is missing (CPU twins, tests)."""
+
+    hidden_size: int = 128
+    layers: int = 2
+    heads: int = 4
+    kv_heads: int = 2
+    vocab_size: int = 4096
+    seed: int = 0
+
+
 class ModelConfig(_Strict):
     name_or_path: str = Field(description="hub id or local path of the base model")
     template: str = Field("llama3", description="LLaMA-Factory chat template name")
-    trust_remote_code: bool = False
+    trust_remote_code: bool = Field(False, description="run the model repo's own code (off unless needed)")
+    adapter_name_or_path: str | None = Field(None, description="start from this LoRA adapter")
+    tiny: TinyModelSpec | None = Field(None, description="build a tiny model here from the train text if missing")
 
 
 class MethodConfig(_Strict):
     finetuning_type: Literal["full", "freeze", "lora"] = "full"
+    quantization_bit: Literal[4, 8] | None = Field(None, description="QLoRA: 4 (or 8) with finetuning_type lora")
     lora_rank: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.0
-    lora_target: str = "all"
+    lora_target: str = Field("all", description="comma-separated module names, or all")
+    freeze_trainable_layers: int = Field(2, description="freeze: train the last N layers")
 
 
 class TrainConfig(_Strict):
@@ -84,6 +99,22 @@ class TrainConfig(_Strict):
     seed: int = 42
 
 
+class SlurmConfig(_Strict):
+    partition: str | None = None
+    account: str | None = None
+    time: str | None = Field(None, description="wall-time limit, e.g. 24:00:00")
+    cpus_per_task: int = 16
+
+    @field_validator("time", mode="before")
+    @classmethod
+    def _sexagesimal(cls, v):
+        # YAML 1.1 reads an unquoted 24:00:00 as the integer 86400 (seconds).
+        if isinstance(v, int):
+            return f"{v // 3600}:{v % 3600 // 60:02d}:{v % 60:02d}"
+        return v
+    extra_sbatch: list[str] = Field(default_factory=list, description="more #SBATCH lines, e.g. --qos=high")
+
+
 class DistributedConfig(_Strict):
     nnodes: int = Field(1, ge=1)
     nproc_per_node: int = Field(1, ge=1)
@@ -93,6 +124,7 @@ class DistributedConfig(_Strict):
         None, description="DeepSpeed ZeRO stage preset, or a path in deepspeed_config")
     deepspeed_config: str | None = Field(None, description="path to a DeepSpeed JSON (overrides the preset)")
     flash_attn: Literal["auto", "disabled", "sdpa", "fa2"] = "auto"
+    slurm: SlurmConfig = Field(default_factory=SlurmConfig)
 
 
 class TrackingConfig(_Strict):
@@ -105,6 +137,18 @@ class EvalConfig(_Strict):
     batch_size: int = 64
     max_new_tokens: int | None = Field(None, description="default: longest target + margin")
     limit: int | None = Field(None, description="evaluate only the first N test rows")
+    mode: Literal["generate", "choice"] = Field("generate", description="free generation or label-choice scoring")
+
+
+class StageConfig(_Strict):
+    """One stage of a chain (e.g. pt then sft): keys here override the recipe for this stage; each
+    stage after the first starts from the previous stage's output."""
+
+    name: str
+    task: str | None = None
+    data: dict[str, Any] | None = None
+    method: dict[str, Any] | None = None
+    train: dict[str, Any] | None = None
 
 
 class Recipe(_Strict):
@@ -121,14 +165,43 @@ class Recipe(_Strict):
     runs_dir: str = "runs"
     llamafactory_args: dict[str, Any] = Field(
         default_factory=dict, description="extra LLaMA-Factory keys, passed through as they are")
+    stages: list[StageConfig] = Field(default_factory=list, description="optional chain, e.g. pt then sft")
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Recipe:
-        if self.distributed.deepspeed and self.distributed.deepspeed_config:
-            raise ValueError("set only one of `distributed.deepspeed` and `distributed.deepspeed_config`")
+        problems = []
+        d, m, t = self.distributed, self.method, self.train
+        if d.deepspeed and d.deepspeed_config:
+            problems.append("set only one of `distributed.deepspeed` and `distributed.deepspeed_config`")
         if self.eval.split not in ("train", "validation", "test"):
-            raise ValueError(f"`eval.split` {self.eval.split!r} must be train, validation or test")
+            problems.append(f"`eval.split` {self.eval.split!r} must be train, validation or test")
+        zero3 = d.deepspeed in ("z3", "z3_offload")
+        if zero3 and self.llamafactory_args.get("predict_with_generate"):
+            problems.append("`distributed.deepspeed` z3 with `llamafactory_args.predict_with_generate`: "
+                            "LLaMA-Factory refuses generation under ZeRO-3 (use `ftk eval`)")
+        if m.quantization_bit and m.finetuning_type != "lora":
+            problems.append(f"`method.quantization_bit` {m.quantization_bit} needs `method.finetuning_type` lora "
+                            f"(QLoRA), not {m.finetuning_type}")
+        if m.quantization_bit and zero3:
+            problems.append("`method.quantization_bit` (QLoRA) does not work with `distributed.deepspeed` z3")
+        if t.eval_steps and not (self.data.val_size or self.data.validation):
+            problems.append("`train.eval_steps` needs a validation split (`data.val_size` or `data.validation`)")
+        if self.model.adapter_name_or_path and m.finetuning_type != "lora":
+            problems.append("`model.adapter_name_or_path` needs `method.finetuning_type` lora")
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
+
+    def stage_recipes(self) -> list[tuple[str, Recipe]]:
+        """The chain as full recipes ([("main", self)] without stages)."""
+        if not self.stages:
+            return [("main", self)]
+        base = self.model_dump(mode="python", exclude={"stages"})
+        out = []
+        for st in self.stages:
+            merged = deep_merge(base, {k: v for k, v in st.model_dump(exclude={"name"}).items() if v is not None})
+            out.append((st.name, Recipe.model_validate(merged)))
+        return out
 
 
 def deep_merge(base: dict, child: dict) -> dict:
@@ -194,6 +267,12 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     raw = apply_overrides(load_raw(path), overrides or [])
     try:
-        return Recipe.model_validate(raw)
+        recipe = Recipe.model_validate(raw)
+        recipe.stage_recipes()
+        return recipe
     except ValidationError as exc:
         raise FtkError(format_validation_error(exc), path=path) from None
+
+
+def json_schema() -> dict:
+    return Recipe.model_json_schema()

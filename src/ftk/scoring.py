@@ -6,6 +6,7 @@ Each returns (metrics, rows): metrics for metrics.json and rows for errors.jsonl
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 
 import numpy as np
@@ -92,7 +93,8 @@ def score_shopbench(records: list[dict], preds: dict[str, dict]) -> tuple[dict, 
     rows = []
     for r in records:
         text = preds[r["id"]]["predict"]
-        tt, metric, gold = r["task_type"], r["metric"], r["gold"]
+        tt, metric = r["task_type"], r["metric"]
+        gold = json.loads(r["gold"]) if isinstance(r["gold"], str) else r["gold"]
         parsed = shopbench.parse(tt, text)
         invalid = parsed is None
         by_type_invalid[tt].append(invalid)

@@ -245,6 +245,7 @@ def _read_text(c: _Collector, path: Path) -> None:
                 c.row({"text": line.strip()}, str(path), lineno)
 
 
+SUFFIX_READER = {"txt": "text", "json": "jsonl", "jsonl": "jsonl", "csv": "csv", "tsv": "tsv", "iob2": "iob2"}
 READERS = {"csv": _read_delimited, "tsv": _read_delimited, "jsonl": _read_jsonl,
            "at_lines": _read_at_lines, "iob2": _read_iob2, "text": _read_text}
 
@@ -300,7 +301,8 @@ def _pick_local_spec(task: TaskSpec, path: Path, fmt: str | None) -> SourceSpec:
     if len(local) == 1:
         return next(iter(local.values()))
     suffix = path.suffix.lstrip(".").lower()
-    matches = [spec for name, spec in local.items() if name == suffix or spec.reader == suffix]
+    reader = SUFFIX_READER.get(suffix, suffix)
+    matches = [spec for name, spec in local.items() if name == suffix or spec.reader == reader]
     if len(matches) == 1:
         return matches[0]
     raise FtkError(f"cannot tell which source format of task {task.name!r} this file is; "

@@ -1,7 +1,9 @@
 """`ftk train`: recipe -> run directory with the LLaMA-Factory YAML, manifest and a real launch.
 
-Reads top to bottom: resolve data -> make run dir -> render configs -> write manifest -> launch
--> record the outcome. `--dry-run` renders and prints without creating or running anything.
+Reads top to bottom: resolve data (prepare if needed) -> make the run dir -> per stage: render
+configs, launch, record the outcome in manifest.json. `--dry-run` renders and prints without
+creating or running anything; `--slurm` writes an sbatch script instead of launching; `--resume`
+continues a run from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import re
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,17 +21,20 @@ import yaml
 
 from ftk import launch, llamafactory, runs
 from ftk.errors import FtkError
-from ftk.prepare import load_manifest, prepare
+from ftk.prepare import load_manifest, prepare_recipe
 from ftk.recipe import Recipe
 from ftk.tasks import load_task
 
 CONFIG_NAME = "llamafactory.yaml"
 DEEPSPEED_NAME = "deepspeed.json"
+SBATCH_NAME = "sbatch.sh"
 
 
 @dataclass
-class TrainPlan:
-    run_dir: Path
+class StagePlan:
+    name: str
+    recipe: Recipe
+    dir: Path  # where this stage's llamafactory.yaml and model/ live
     train_args: dict
     deepspeed: dict | None
     argv: list[str]
@@ -36,98 +43,235 @@ class TrainPlan:
         return yaml.safe_dump(self.train_args, sort_keys=False, allow_unicode=True)
 
 
+@dataclass
+class Topology:
+    node_rank: int = 0
+    master_addr: str | None = None
+    master_port: int | None = None
+
+    @classmethod
+    def from_env(cls, node_rank=None, master_addr=None, master_port=None) -> Topology:
+        """Flags win over NODE_RANK / MASTER_ADDR / MASTER_PORT from the environment."""
+        env = os.environ
+        return cls(
+            node_rank=int(node_rank if node_rank is not None else env.get("NODE_RANK", 0)),
+            master_addr=master_addr or env.get("MASTER_ADDR"),
+            master_port=int(master_port) if master_port else (int(env["MASTER_PORT"]) if env.get("MASTER_PORT") else None),
+        )
+
+
 def ensure_prepared(recipe: Recipe) -> dict:
     """The prepared-data manifest, running `prepare` first if the data is not there yet."""
     prepared = Path(recipe.data.prepared_dir)
     if not (prepared / "manifest.json").exists():
-        task = load_task(recipe.task)
         print(f"[ftk] preparing data into {prepared}")
-        return prepare(task, recipe.data.sources(), prepared, prompt_version=recipe.data.prompt_version,
-                       seed=recipe.data.seed, max_samples=recipe.data.max_samples,
-                       val_size=recipe.data.val_size, source_format=recipe.data.source_format)
+        return prepare_recipe(recipe)
     return load_manifest(prepared)
 
 
-def plan(recipe: Recipe, run_dir: Path, data_manifest: dict | None, *, node_rank: int = 0,
-         master_addr: str | None = None, master_port: int | None = None) -> TrainPlan:
+def ensure_model(recipe: Recipe) -> None:
+    """Build the recipe's tiny model from its train text when `model.tiny` is set and it is missing."""
+    spec = recipe.model.tiny
+    path = Path(recipe.model.name_or_path)
+    if spec is None or (path / "config.json").exists():
+        return
+    from ftk.sources import iter_lines
+    from ftk.tiny import build_tiny_model
+
+    texts = [s for s in (recipe.data.train, recipe.data.validation) if s and Path(s).is_file()]
+    if not texts:
+        raise FtkError("`model.tiny` needs a local `data.train` file to train its tokenizer", where="model.tiny")
+    print(f"[ftk] building tiny model in {path}")
+    build_tiny_model(path, iter_lines(texts), hidden_size=spec.hidden_size, num_layers=spec.layers,
+                     num_heads=spec.heads, num_kv_heads=spec.kv_heads, vocab_size=spec.vocab_size, seed=spec.seed)
+
+
+def _chain(recipe: Recipe, run_dir: Path) -> list[tuple[str, Recipe, Path]]:
+    """(name, stage recipe, stage dir); each stage after the first starts from the one before."""
+    stages = recipe.stage_recipes()
+    if len(stages) == 1:
+        return [(stages[0][0], stages[0][1], run_dir)]
+    out = []
+    prev_dir: Path | None = None
+    for i, (name, r) in enumerate(stages, 1):
+        sdir = run_dir / f"stage{i}-{name}"
+        if prev_dir is not None:
+            prev_model = str(prev_dir / "model")
+            if r.method.finetuning_type == "lora":
+                r = r.model_copy(update={"model": r.model.model_copy(update={"adapter_name_or_path": prev_model})})
+            else:
+                r = r.model_copy(update={"model": r.model.model_copy(update={"name_or_path": prev_model,
+                                                                              "tiny": None})})
+        out.append((name, r, sdir))
+        prev_dir = sdir
+    return out
+
+
+def plan_stage(name: str, recipe: Recipe, stage_dir: Path, data_manifest: dict | None, topo: Topology,
+               resume_from: str | None = None) -> StagePlan:
     splits = (data_manifest or {}).get("splits", {})
     prefix = load_task(recipe.task).name
     train_ds = splits.get("train", {}).get("dataset", f"{prefix}_train")
-    eval_ds = splits.get("validation", {}).get("dataset") if "validation" in splits else None
+    eval_ds = splits.get("validation", {}).get("dataset") if recipe.train.eval_steps and "validation" in splits else None
     d = recipe.distributed
     ds_cfg, ds_path = None, None
     if d.deepspeed:
         ds_cfg = llamafactory.deepspeed_config(d.deepspeed)
-        ds_path = str(run_dir / DEEPSPEED_NAME)
+        ds_path = str(stage_dir / DEEPSPEED_NAME)
     elif d.deepspeed_config:
         ds_path = d.deepspeed_config
     args = llamafactory.render_train_args(
         recipe, dataset_dir=str(Path(recipe.data.prepared_dir)), train_dataset=train_ds,
-        output_dir=str(run_dir / "model"), eval_dataset=eval_ds, deepspeed_path=ds_path)
+        output_dir=str(stage_dir / "model"), eval_dataset=eval_ds, deepspeed_path=ds_path,
+        resume_from_checkpoint=resume_from)
     argv = launch.build_train_argv(
-        str(run_dir / CONFIG_NAME), nnodes=d.nnodes, nproc_per_node=d.nproc_per_node,
-        node_rank=node_rank, master_addr=master_addr or d.master_addr,
-        master_port=master_port or d.master_port)
-    return TrainPlan(run_dir, args, ds_cfg, argv)
+        str(stage_dir / CONFIG_NAME), nnodes=d.nnodes, nproc_per_node=d.nproc_per_node,
+        node_rank=topo.node_rank, master_addr=topo.master_addr or d.master_addr,
+        master_port=topo.master_port or d.master_port, force_torchrun=ds_path is not None)
+    return StagePlan(name, recipe, stage_dir, args, ds_cfg, argv)
 
 
-def dry_run(recipe: Recipe) -> TrainPlan:
-    run_dir = Path(recipe.runs_dir) / f"{recipe.name}-<timestamp>"
-    manifest = None
-    prepared = Path(recipe.data.prepared_dir) / "manifest.json"
-    if prepared.exists():
-        manifest = load_manifest(recipe.data.prepared_dir)
-    return plan(recipe, run_dir, manifest)
+def plan(recipe: Recipe, run_dir: Path, topo: Topology | None = None) -> list[StagePlan]:
+    topo = topo or Topology()
+    out = []
+    for name, r, sdir in _chain(recipe, run_dir):
+        prepared = Path(r.data.prepared_dir) / "manifest.json"
+        manifest = load_manifest(r.data.prepared_dir) if prepared.exists() else None
+        out.append(plan_stage(name, r, sdir, manifest, topo))
+    return out
 
 
-def train(recipe: Recipe, recipe_path: str | Path, overrides: list[str] | None = None) -> Path:
-    """Run LLaMA-Factory training for the recipe in a new run directory; return its path."""
-    if not recipe.data.train and not Path(recipe.data.prepared_dir, "manifest.json").exists():
-        raise FtkError("no training data: set `data.train`", path=recipe_path, where="data.train")
-    data_manifest = ensure_prepared(recipe)
-    if "train" not in data_manifest.get("splits", {}):
-        raise FtkError("prepared data has no train split", path=Path(recipe.data.prepared_dir) / "manifest.json")
-    run_dir = runs.new_run_dir(recipe.runs_dir, recipe.name)
-    p = plan(recipe, run_dir, data_manifest)
-    (run_dir / CONFIG_NAME).write_text(p.yaml_text(), encoding="utf-8")
+def dry_run(recipe: Recipe, topo: Topology | None = None) -> list[StagePlan]:
+    return plan(recipe, Path(recipe.runs_dir) / f"{recipe.name}-<timestamp>", topo)
+
+
+def _write_stage_files(p: StagePlan) -> None:
+    p.dir.mkdir(parents=True, exist_ok=True)
+    (p.dir / CONFIG_NAME).write_text(p.yaml_text(), encoding="utf-8")
     if p.deepspeed:
-        (run_dir / DEEPSPEED_NAME).write_text(json.dumps(p.deepspeed, indent=2), encoding="utf-8")
-    (run_dir / "recipe.yaml").write_text(
-        yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True), encoding="utf-8")
-    env_extra = {}
-    if recipe.tracking.report_to == "wandb" and not os.environ.get("WANDB_API_KEY"):
-        env_extra = {"WANDB_MODE": "offline", "WANDB_DIR": str(run_dir)}
-    env = launch.launch_env(env_extra)
-    manifest = {
+        (p.dir / DEEPSPEED_NAME).write_text(json.dumps(p.deepspeed, indent=2), encoding="utf-8")
+
+
+def _env_for(recipe: Recipe, run_dir: Path) -> dict[str, str]:
+    extra = {}
+    if recipe.tracking.report_to == "wandb":
+        extra["WANDB_DIR"] = str(run_dir)
+        if recipe.tracking.project:
+            extra["WANDB_PROJECT"] = recipe.tracking.project
+        if not os.environ.get("WANDB_API_KEY"):
+            extra["WANDB_MODE"] = "offline"
+    return launch.launch_env(extra)
+
+
+def _base_manifest(recipe: Recipe, recipe_path, overrides, plans: list[StagePlan], env: dict) -> dict:
+    return {
         "kind": "train",
+        "name": recipe.name,
         "recipe_path": str(recipe_path),
         "overrides": overrides or [],
         "recipe": recipe.model_dump(mode="json"),
-        "llamafactory_args": p.train_args,
-        "argv": p.argv,
+        "stages": [{"name": p.name, "dir": str(p.dir), "llamafactory_args": p.train_args, "argv": p.argv,
+                    "status": "pending"} for p in plans],
+        "llamafactory_args": plans[-1].train_args,
+        "argv": plans[-1].argv,
+        "model_dir": str(plans[-1].dir / "model"),
         "started": _dt.datetime.now().isoformat(timespec="seconds"),
         "status": "running",
         "git_commit": runs.git_commit(),
         "versions": runs.package_versions(),
         "device": runs.device_info(),
         "env": runs.safe_env(env),
-        "data": data_manifest,
         "seed": recipe.train.seed,
     }
-    runs.write_manifest(run_dir, manifest)
-    print(f"[ftk] run directory: {run_dir}")
-    print(f"[ftk] launching: {launch.shell_quote(p.argv)}", flush=True)
-    t0 = time.perf_counter()
-    try:
-        rc = launch.run_streaming(p.argv, run_dir / "train.log", env=env)
-    except KeyboardInterrupt:
-        rc = 130
-    manifest.update({"status": "finished" if rc == 0 else "failed", "exit_code": rc,
-                     "train_seconds": round(time.perf_counter() - t0, 2),
+
+
+def _run_stages(plans: list[StagePlan], manifest: dict, run_dir: Path, env: dict, first: int = 0) -> None:
+    for i, p in enumerate(plans):
+        if i < first:
+            continue
+        if p.recipe is not plans[0].recipe:
+            manifest.setdefault("data_stages", {})[p.name] = ensure_prepared(p.recipe)
+        print(f"[ftk] stage {p.name}: {launch.shell_quote(p.argv)}", flush=True)
+        t0 = time.perf_counter()
+        try:
+            rc = launch.run_streaming(p.argv, run_dir / "train.log", env=env)
+        except KeyboardInterrupt:
+            rc = 130
+        st = manifest["stages"][i]
+        st.update({"status": "finished" if rc == 0 else "failed", "exit_code": rc,
+                   "seconds": round(time.perf_counter() - t0, 2)})
+        if rc != 0:
+            manifest.update({"status": "failed", "exit_code": rc,
+                             "ended": _dt.datetime.now().isoformat(timespec="seconds")})
+            runs.write_manifest(run_dir, manifest)
+            raise TrainingFailed(f"training failed with exit code {rc}; log: {run_dir / 'train.log'}", rc)
+        runs.write_manifest(run_dir, manifest)
+    manifest.update({"status": "finished", "exit_code": 0,
+                     "train_seconds": round(sum(s.get("seconds", 0) for s in manifest["stages"]), 2),
                      "ended": _dt.datetime.now().isoformat(timespec="seconds")})
     runs.write_manifest(run_dir, manifest)
-    if rc != 0:
-        raise TrainingFailed(f"training failed with exit code {rc}; log: {run_dir / 'train.log'}", rc)
+
+
+def train(recipe: Recipe, recipe_path: str | Path, overrides: list[str] | None = None, *,
+          topo: Topology | None = None, slurm: bool = False) -> Path:
+    """Run LLaMA-Factory training for the recipe in a new run directory; return its path."""
+    if not recipe.data.train and not Path(recipe.data.prepared_dir, "manifest.json").exists():
+        raise FtkError("no training data: set `data.train`", path=recipe_path, where="data.train")
+    ensure_model(recipe)
+    data_manifest = ensure_prepared(recipe)
+    if "train" not in data_manifest.get("splits", {}):
+        raise FtkError("prepared data has no train split", path=Path(recipe.data.prepared_dir) / "manifest.json")
+    run_dir = runs.new_run_dir(recipe.runs_dir, recipe.name)
+    plans = plan(recipe, run_dir, topo)
+    for p in plans:
+        _write_stage_files(p)
+    (run_dir / "recipe.yaml").write_text(
+        yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True), encoding="utf-8")
+    env = _env_for(recipe, run_dir)
+    manifest = _base_manifest(recipe, recipe_path, overrides, plans, env)
+    manifest["data"] = data_manifest
+    print(f"[ftk] run directory: {run_dir}")
+    if slurm:
+        from ftk.slurm import submit, write_sbatch
+
+        script = write_sbatch(recipe, plans, run_dir)
+        manifest.update({"status": "submitted" if shutil.which("sbatch") else "written", "sbatch": str(script)})
+        runs.write_manifest(run_dir, manifest)
+        submit(script)
+        return run_dir
+    runs.write_manifest(run_dir, manifest)
+    _run_stages(plans, manifest, run_dir, env)
+    return run_dir
+
+
+def last_checkpoint(model_dir: Path) -> Path | None:
+    ckpts = [p for p in model_dir.glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name) and p.is_dir()]
+    return max(ckpts, key=lambda p: int(p.name.split("-")[1])) if ckpts else None
+
+
+def resume(run_dir: str | Path, topo: Topology | None = None) -> Path:
+    """Continue a run in place from the last checkpoint of its first unfinished stage."""
+    run_dir = Path(run_dir)
+    manifest = runs.read_manifest(run_dir)
+    if manifest.get("status") == "finished":
+        raise FtkError("run already finished; nothing to resume", path=run_dir)
+    recipe = Recipe.model_validate(manifest["recipe"])
+    plans = plan(recipe, run_dir, topo)
+    first = next((i for i, st in enumerate(manifest["stages"]) if st.get("status") != "finished"), 0)
+    p = plans[first]
+    ckpt = last_checkpoint(p.dir / "model")
+    if ckpt is None:
+        raise FtkError("no checkpoint to resume from (no checkpoint-* folder yet)", path=p.dir / "model")
+    plans[first] = plan_stage(p.name, p.recipe, p.dir, load_manifest(p.recipe.data.prepared_dir),
+                              topo or Topology(), resume_from=str(ckpt))
+    _write_stage_files(plans[first])
+    env = _env_for(recipe, run_dir)
+    manifest.setdefault("resumes", []).append({"from": str(ckpt), "at": _dt.datetime.now().isoformat(timespec="seconds")})
+    manifest["stages"][first].update({"llamafactory_args": plans[first].train_args, "argv": plans[first].argv})
+    manifest["status"] = "running"
+    runs.write_manifest(run_dir, manifest)
+    print(f"[ftk] resuming {run_dir} from {ckpt}")
+    _run_stages(plans, manifest, run_dir, env, first=first)
     return run_dir
 
 

@@ -158,9 +158,9 @@ def format_validation_error(exc: ValidationError) -> str:
     """All pydantic errors on one line: `key.path: message; other.key: message`."""
     parts = []
     for err in exc.errors():
-        loc = ".".join(str(x) for x in err["loc"]) or "<root>"
-        msg = err["msg"]
+        loc = ".".join(str(x) for x in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
-        parts.append(f"`{loc}`: {msg}")
+        parts.append(f"`{loc}`: {msg}" if loc else msg)
     return "; ".join(parts)
