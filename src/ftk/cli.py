@@ -265,6 +265,23 @@ def compare_cmd(
         write_text(out / "compare.md", md)
 
 
+@app.command("export")
+def export_cmd(
+    run: Annotated[Path, typer.Argument(help="run directory made by `ftk train`")],
+    checkpoint: Annotated[str, typer.Option(help="last, best (lowest eval loss) or a step number")] = "last",
+    out: Annotated[Optional[Path], typer.Option(help="export folder (default RUN/export-<checkpoint>)")] = None,
+) -> None:
+    """Merge a LoRA adapter into a full model (LLaMA-Factory export), from the chosen checkpoint.
+
+    Examples:\n
+      ftk export runs/yelp_chatglm3_lora-20261121-101500\n
+      ftk export runs/shopping_yi9b-20261121-101500 --checkpoint best
+    """
+    from ftk.export import export
+
+    print(f"[ftk] exported: {export(run, checkpoint=checkpoint, out=out)}")
+
+
 @app.command("tiny-model")
 def tiny_model_cmd(
     out: Annotated[Path, typer.Argument(help="output folder for the model and tokenizer")],

@@ -100,16 +100,41 @@ def run_streaming(argv: Sequence[str], log_path: Path, *, cwd: str | Path | None
                                 stderr=subprocess.STDOUT, bufsize=0, start_new_session=False)
         assert proc.stdout is not None
         try:
-            while chunk := proc.stdout.read1(65536):
+            fd = proc.stdout.fileno()
+            while chunk := os.read(fd, 65536):
                 sys.stdout.buffer.write(chunk)
                 sys.stdout.buffer.flush()
                 log.write(chunk)
                 log.flush()
-        except KeyboardInterrupt:
+        except BaseException:
+            # Never leave a trainer running behind us (it would hold GPUs and the rendezvous port).
             proc.terminate()
-            proc.wait()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
             raise
         return proc.wait()
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def run_quiet(argv: Sequence[str], log_path: Path, *, env: dict[str, str] | None = None) -> int:

@@ -222,6 +222,7 @@ def train(recipe: Recipe, recipe_path: str | Path, overrides: list[str] | None =
     if "train" not in data_manifest.get("splits", {}):
         raise FtkError("prepared data has no train split", path=Path(recipe.data.prepared_dir) / "manifest.json")
     run_dir = runs.new_run_dir(recipe.runs_dir, recipe.name)
+    topo = _single_node_port(recipe, topo or Topology())
     plans = plan(recipe, run_dir, topo)
     for p in plans:
         _write_stage_files(p)
@@ -244,6 +245,17 @@ def train(recipe: Recipe, recipe_path: str | Path, overrides: list[str] | None =
     return run_dir
 
 
+def _single_node_port(recipe: Recipe, topo: Topology) -> Topology:
+    """On one node, a busy default rendezvous port (another job) is swapped for a free one."""
+    d = recipe.distributed
+    port = topo.master_port or d.master_port
+    if d.nnodes == 1 and topo.master_port is None and not launch.port_is_free(port):
+        new = launch.free_port()
+        print(f"[ftk] port {port} is busy; using {new} for this single-node run")
+        return Topology(topo.node_rank, topo.master_addr, new)
+    return topo
+
+
 def last_checkpoint(model_dir: Path) -> Path | None:
     ckpts = [p for p in model_dir.glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name) and p.is_dir()]
     return max(ckpts, key=lambda p: int(p.name.split("-")[1])) if ckpts else None
@@ -256,6 +268,7 @@ def resume(run_dir: str | Path, topo: Topology | None = None) -> Path:
     if manifest.get("status") == "finished":
         raise FtkError("run already finished; nothing to resume", path=run_dir)
     recipe = Recipe.model_validate(manifest["recipe"])
+    topo = _single_node_port(recipe, topo or Topology())
     plans = plan(recipe, run_dir, topo)
     first = next((i for i, st in enumerate(manifest["stages"]) if st.get("status") != "finished"), 0)
     p = plans[first]
@@ -263,7 +276,7 @@ def resume(run_dir: str | Path, topo: Topology | None = None) -> Path:
     if ckpt is None:
         raise FtkError("no checkpoint to resume from (no checkpoint-* folder yet)", path=p.dir / "model")
     plans[first] = plan_stage(p.name, p.recipe, p.dir, load_manifest(p.recipe.data.prepared_dir),
-                              topo or Topology(), resume_from=str(ckpt))
+                              topo, resume_from=str(ckpt))
     _write_stage_files(plans[first])
     env = _env_for(recipe, run_dir)
     manifest.setdefault("resumes", []).append({"from": str(ckpt), "at": _dt.datetime.now().isoformat(timespec="seconds")})
