@@ -40,7 +40,8 @@ def test_train_then_eval_end_to_end(trained):
     assert (run_dir / "llamafactory.yaml").is_file() and (run_dir / "train.log").stat().st_size > 0
     assert (run_dir / "model" / "model.safetensors").is_file()
     log = [json.loads(l) for l in (run_dir / "model" / "trainer_log.jsonl").read_text().splitlines()]
-    assert log[-1]["loss"] < log[0]["loss"]
+    losses = [e["loss"] for e in log if "loss" in e]
+    assert len(losses) >= 10 and losses[-1] < losses[0] / 2
 
     proc = run_ftk("eval", run_dir, cwd=tmp)
     assert proc.returncode == 0, proc.stderr[-3000:]

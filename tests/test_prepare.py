@@ -123,3 +123,18 @@ def test_real_agnews_test_counts(tmp_path):
     recs = read_records(tmp_path / "agnews_test.jsonl")
     assert len({r["id"] for r in recs}) == 7600
     assert {r["output"] for r in recs} == {"1: World", "2: Sports", "3: Business", "4: Sci/Tech"}
+
+
+def test_train_reprepares_when_the_recipe_data_changes(tmp_path, synth_dir):
+    from conftest import REPO
+    from ftk.recipe import load_recipe
+    from ftk.train import ensure_prepared
+
+    base = [f"data.train={synth_dir / 'train.csv'}", f"data.test={synth_dir / 'test.csv'}",
+            f"data.prepared_dir={tmp_path / 'p'}"]
+    r1 = load_recipe(REPO / "configs" / "agnews_tiny_cpu.yaml", base)
+    m1 = ensure_prepared(r1)
+    assert ensure_prepared(r1)["splits"]["train"]["sha256"] == m1["splits"]["train"]["sha256"]
+    r2 = load_recipe(REPO / "configs" / "agnews_tiny_cpu.yaml", base + ["data.prompt_version=v3"])
+    m2 = ensure_prepared(r2)
+    assert m2["prompt_version"] == "v3" and m2["splits"]["train"]["sha256"] != m1["splits"]["train"]["sha256"]

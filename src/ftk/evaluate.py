@@ -81,7 +81,7 @@ def predict(records: list[dict], out_dir: Path, *, model_path: str, template: st
         for idx, texts in generate.generate_batches(loaded, prompts, batch_size=batch_size, max_new_tokens=mnt):
             for i, text in zip(idx, texts):
                 rec = todo[i]
-                row = {"id": rec["id"], "label": rec["label"], "predict": text}
+                row = {"id": rec["id"], "label": rec.get("label", rec.get("output")), "predict": text}
                 done[rec["id"]] = row
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
             fh.flush()

@@ -352,12 +352,27 @@ def read_records(path: str | Path) -> list[dict]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
+def recipe_fingerprint(recipe) -> str:
+    """Hash of everything that decides the prepared bytes: the task definition and `data`."""
+    import hashlib
+
+    from ftk.tasks import load_task
+
+    task = load_task(recipe.task)
+    blob = json.dumps({"task": task.model_dump(mode="json"), "data": recipe.data.model_dump(mode="json")},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def prepare_recipe(recipe, *, strict: bool = False, skip_malformed: bool = False) -> dict:
     """Prepare a recipe's data (its `task` and `data` sections) into `data.prepared_dir`."""
     from ftk.tasks import load_task
 
     d = recipe.data
-    return prepare(load_task(recipe.task), d.sources(), d.prepared_dir, prompt_version=d.prompt_version,
-                   seed=d.seed, max_samples=d.max_samples, sample_strategy=d.sample_strategy,
-                   val_size=d.val_size, test_size=d.test_size, drop_overlap=d.drop_overlap,
-                   source_format=d.source_format, strict=strict, skip_malformed=skip_malformed)
+    manifest = prepare(load_task(recipe.task), d.sources(), d.prepared_dir, prompt_version=d.prompt_version,
+                       seed=d.seed, max_samples=d.max_samples, sample_strategy=d.sample_strategy,
+                       val_size=d.val_size, test_size=d.test_size, drop_overlap=d.drop_overlap,
+                       source_format=d.source_format, strict=strict, skip_malformed=skip_malformed)
+    manifest["recipe_fingerprint"] = recipe_fingerprint(recipe)
+    write_json(Path(d.prepared_dir) / MANIFEST, manifest)
+    return manifest

@@ -21,7 +21,7 @@ import yaml
 
 from ftk import launch, llamafactory, runs
 from ftk.errors import FtkError
-from ftk.prepare import load_manifest, prepare_recipe
+from ftk.prepare import load_manifest, prepare_recipe, recipe_fingerprint
 from ftk.recipe import Recipe
 from ftk.tasks import load_task
 
@@ -63,10 +63,14 @@ class Topology:
 def ensure_prepared(recipe: Recipe) -> dict:
     """The prepared-data manifest, running `prepare` first if the data is not there yet."""
     prepared = Path(recipe.data.prepared_dir)
-    if not (prepared / "manifest.json").exists():
+    if (prepared / "manifest.json").exists():
+        manifest = load_manifest(prepared)
+        if manifest.get("recipe_fingerprint") == recipe_fingerprint(recipe):
+            return manifest
+        print(f"[ftk] {prepared} was prepared from other settings; preparing again")
+    else:
         print(f"[ftk] preparing data into {prepared}")
-        return prepare_recipe(recipe)
-    return load_manifest(prepared)
+    return prepare_recipe(recipe)
 
 
 def ensure_model(recipe: Recipe) -> None:
@@ -189,8 +193,6 @@ def _run_stages(plans: list[StagePlan], manifest: dict, run_dir: Path, env: dict
     for i, p in enumerate(plans):
         if i < first:
             continue
-        if p.recipe is not plans[0].recipe:
-            manifest.setdefault("data_stages", {})[p.name] = ensure_prepared(p.recipe)
         print(f"[ftk] stage {p.name}: {launch.shell_quote(p.argv)}", flush=True)
         t0 = time.perf_counter()
         try:
@@ -219,8 +221,12 @@ def train(recipe: Recipe, recipe_path: str | Path, overrides: list[str] | None =
         raise FtkError("no training data: set `data.train`", path=recipe_path, where="data.train")
     ensure_model(recipe)
     data_manifest = ensure_prepared(recipe)
-    if "train" not in data_manifest.get("splits", {}):
-        raise FtkError("prepared data has no train split", path=Path(recipe.data.prepared_dir) / "manifest.json")
+    stage_data = {}
+    for name, stage in recipe.stage_recipes():  # every stage's data before anything launches
+        m = ensure_prepared(stage)
+        if "train" not in m.get("splits", {}):
+            raise FtkError("prepared data has no train split", path=Path(stage.data.prepared_dir) / "manifest.json")
+        stage_data[name] = m
     run_dir = runs.new_run_dir(recipe.runs_dir, recipe.name)
     topo = _single_node_port(recipe, topo or Topology())
     plans = plan(recipe, run_dir, topo)
@@ -231,6 +237,8 @@ def train(recipe: Recipe, recipe_path: str | Path, overrides: list[str] | None =
     env = _env_for(recipe, run_dir)
     manifest = _base_manifest(recipe, recipe_path, overrides, plans, env)
     manifest["data"] = data_manifest
+    if len(stage_data) > 1:
+        manifest["data_stages"] = stage_data
     print(f"[ftk] run directory: {run_dir}")
     if slurm:
         from ftk.slurm import submit, write_sbatch
