@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import socket
 import subprocess
 from importlib import metadata
@@ -55,16 +56,17 @@ def package_versions() -> dict[str, str | None]:
 
 
 def device_info() -> dict:
+    """Host and accelerators, without importing torch (a second of start-up on every run)."""
     info: dict = {"host": socket.gethostname(), "platform": platform.platform(),
-                  "python": platform.python_version(), "cpu_count": os.cpu_count()}
-    try:
-        import torch
-
-        info["cuda_available"] = torch.cuda.is_available()
-        if torch.cuda.is_available():
-            info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    except ImportError:
-        pass
+                  "python": platform.python_version(), "cpu_count": os.cpu_count(), "gpus": []}
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            out = subprocess.run([smi, "--query-gpu=name,memory.total", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=10)
+            info["gpus"] = [line.strip() for line in out.stdout.splitlines() if line.strip()]
+        except (OSError, subprocess.TimeoutExpired):
+            pass
     return info
 
 
