@@ -133,3 +133,66 @@ def test_user_defined_task_from_unseen_tsv(tmp_path, tiny_model):
     assert m["task"] == "press_topics" and m["n"] == 200
     assert set(m["per_class"]) == {"politics", "sport", "money", "tech"}
     assert m["accuracy"] >= 0.8, m["accuracy"]
+
+
+def test_choice_mode_agrees_with_generate_and_saves_probabilities(trained):
+    tmp, run_dir = trained
+    assert run_ftk("eval", run_dir, cwd=tmp).returncode == 0
+    proc = run_ftk("eval", run_dir, "--mode", "choice", cwd=tmp)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    gen = {json.loads(l)["id"]: json.loads(l) for l in (run_dir / "eval-test" / "predictions.jsonl").open()}
+    cho = {json.loads(l)["id"]: json.loads(l) for l in (run_dir / "eval-test-choice" / "predictions.jsonl").open()}
+    assert set(gen) == set(cho)
+    m = json.loads((run_dir / "eval-test-choice" / "metrics.json").read_text())
+    assert m["mode"] == "choice" and m["invalid"] == 0  # every choice is a valid label
+    agree = sum(gen[i]["predict"].strip() == cho[i]["predict"] for i in gen)
+    assert agree / len(gen) >= 0.97, agree
+    for row in cho.values():
+        assert set(row["label_probs"]) == {"World", "Sports", "Business", "Sci/Tech"}
+        assert sum(row["label_probs"].values()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_killed_eval_resumes_without_duplicates_or_gaps(trained, tmp_path):
+    import os
+    import signal
+    import time
+    from pathlib import Path
+
+    _, run_dir = trained
+    out = tmp_path / "ev"
+    ref_out = tmp_path / "ref"
+    assert run_ftk("eval", run_dir, "--out", ref_out).returncode == 0
+    exe = Path(sys.executable).parent / "ftk"
+    proc = subprocess.Popen([str(exe), "eval", str(run_dir), "--out", str(out), "--batch-size", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    preds = out / "predictions.jsonl"
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        if preds.exists() and len(preds.read_text().splitlines()) >= 20:
+            break
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    n_killed = len(preds.read_text().splitlines())
+    assert 20 <= n_killed < 200, n_killed  # really killed mid-way
+    assert not (out / "metrics.json").exists()
+    assert run_ftk("eval", run_dir, "--out", out).returncode == 0
+    ids = [json.loads(l)["id"] for l in preds.read_text().splitlines()]
+    assert len(ids) == 200 and len(set(ids)) == 200
+    ref = json.loads((ref_out / "metrics.json").read_text())
+    got = json.loads((out / "metrics.json").read_text())
+    for key in ("accuracy", "macro_f1", "invalid", "confusion"):
+        assert got[key] == ref[key]
+
+
+def test_two_shards_give_the_same_predictions(trained, tmp_path):
+    _, run_dir = trained
+    assert run_ftk("eval", run_dir, "--out", tmp_path / "one", "--shards", "1").returncode == 0
+    proc = run_ftk("eval", run_dir, "--out", tmp_path / "two", "--shards", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one = [json.loads(l) for l in (tmp_path / "one" / "predictions.jsonl").open()]
+    two = [json.loads(l) for l in (tmp_path / "two" / "predictions.jsonl").open()]
+    assert [r["id"] for r in one] == [r["id"] for r in two]  # merged back in the original order
+    assert [r["predict"] for r in one] == [r["predict"] for r in two]
+    assert json.loads((tmp_path / "two" / "metrics.json").read_text())["shards"] == 2
+    assert not list((tmp_path / "two").glob("predictions.shard-*"))

@@ -219,6 +219,10 @@ def eval_cmd(
     predictions: Annotated[Optional[Path], typer.Option(help="score this predictions file instead of generating")] = None,
     task: Annotated[Optional[str], typer.Option(help="task of --predictions")] = None,
     data: Annotated[Optional[Path], typer.Option(help="prepared folder whose split holds the gold labels")] = None,
+    mode: Annotated[Optional[str], typer.Option(help="generate (greedy text) or choice (label likelihoods)")] = None,
+    engine: Annotated[str, typer.Option(help="hf (default) or vllm (GPU nodes)")] = "hf",
+    shards: Annotated[Optional[int], typer.Option(help="data-parallel processes (default: one per visible GPU)")] = None,
+    shard: Annotated[Optional[str], typer.Option(hidden=True, help="internal: I/N worker of a sharded eval")] = None,
 ) -> None:
     """Greedy batched generation on the test split, label extraction, metrics and reports.
     With --predictions, score an existing file (ftk's or LLaMA-Factory's generated_predictions.jsonl).
@@ -235,7 +239,14 @@ def eval_cmd(
             raise FtkError("--predictions needs --task and --out")
         metrics, out_dir = evaluate_predictions(predictions, task, out, data_dir=data, split=split or "test")
     elif run is not None:
-        metrics, out_dir = evaluate_run(run, out_dir=out, batch_size=batch_size, limit=limit, split=split)
+        if mode not in (None, "generate", "choice"):
+            raise FtkError(f"--mode {mode!r}: expected generate or choice")
+        if engine not in ("hf", "vllm"):
+            raise FtkError(f"--engine {engine!r}: expected hf or vllm")
+        metrics, out_dir = evaluate_run(run, out_dir=out, batch_size=batch_size, limit=limit, split=split,
+                                        mode=mode, engine=engine, shards=shards, shard=shard)
+        if shard is not None:
+            return
     else:
         raise FtkError("give a run directory, or --predictions FILE --task TASK --out DIR")
     print_table(metrics)

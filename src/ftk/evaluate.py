@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 from ftk import generate
 from ftk.errors import FtkError
+from ftk.fileio import atomic_open
 from ftk.extract import INVALID, make_extractor
 from ftk.predictions import align, read_prediction_rows
 from ftk.prepare import load_manifest, read_records
@@ -58,37 +60,126 @@ def max_new_tokens_for(task: TaskSpec, tokenizer, records: list[dict], margin: i
     return min(cap, 2 * longest + margin)
 
 
+def label_token_ids(task: TaskSpec, loaded) -> list[list[int]]:
+    """Each label's full target tokens followed by the template's end-of-turn token."""
+    end = loaded.stop_ids[0] if loaded.tokenizer.eos_token_id is None else loaded.tokenizer.eos_token_id
+    return [loaded.tokenizer.encode(task.target_for(lab), add_special_tokens=False) + [end] for lab in task.labels]
+
+
 def predict(records: list[dict], out_dir: Path, *, model_path: str, template: str, task: TaskSpec,
             adapter: str | None = None, batch_size: int = 64, max_new_tokens: int | None = None,
-            cutoff_len: int | None = None, trust_remote_code: bool = False) -> dict[str, dict]:
-    """Generate for every record not yet in out_dir/predictions.jsonl; return all rows by id."""
+            cutoff_len: int | None = None, trust_remote_code: bool = False, mode: str = "generate",
+            engine: str = "hf", file_name: str = PREDICTIONS, progress: bool = True) -> dict[str, dict]:
+    """Predict every record not yet in out_dir/<file_name>; return all rows by id.
+
+    Rows are appended per finished batch (flushed, fsync'd), so a killed eval resumes here.
+    mode `generate`: greedy text. mode `choice`: the most likely label, plus `label_probs`.
+    """
     from tqdm import tqdm
 
+    if mode == "choice" and not task.is_classification:
+        raise FtkError(f"--mode choice needs a closed label set; task {task.name!r} is {task.kind}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / PREDICTIONS
+    path = out_dir / file_name
     done = read_done(path)
     if done:
         _rewrite_clean(path, done)
     todo = [r for r in records if r["id"] not in done]
     if not todo:
+        _write_in_order(path, records, done)
         return done
-    loaded = generate.load(model_path, template, adapter=adapter, trust_remote_code=trust_remote_code)
-    mnt = max_new_tokens or max_new_tokens_for(task, loaded.tokenizer, records)
-    prompts = [generate.encode_prompt(loaded.template, loaded.tokenizer, r, cutoff_len) for r in todo]
+    loaded = generate.load(model_path, template, adapter=adapter, trust_remote_code=trust_remote_code) \
+        if engine == "hf" else None
+    if engine == "vllm":
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+        tmpl = generate.load_template(tok, template)
+    else:
+        tok, tmpl = loaded.tokenizer, loaded.template
+    prompts = [generate.encode_prompt(tmpl, tok, r, cutoff_len) for r in todo]
+    mnt = max_new_tokens or max_new_tokens_for(task, tok, records)
+    if engine == "vllm":
+        batches = generate.vllm_generate(model_path, prompts, tok, tmpl, adapter=adapter, max_new_tokens=mnt,
+                                         trust_remote_code=trust_remote_code)
+    elif mode == "choice":
+        eng = generate.Engine(loaded, prompts)
+        batches = eng.choice(label_token_ids(task, loaded), batch_size=batch_size)
+    else:
+        batches = generate.Engine(loaded, prompts).generate(batch_size=batch_size, max_new_tokens=mnt)
     rate = generate.Throughput()
-    with open(path, "a", encoding="utf-8") as fh, tqdm(total=len(records), initial=len(done),
-                                                       desc="generate", unit="ex") as bar:
-        for idx, texts in generate.generate_batches(loaded, prompts, batch_size=batch_size, max_new_tokens=mnt):
-            for i, text in zip(idx, texts):
+    with open(path, "a", encoding="utf-8") as fh, tqdm(total=len(records), initial=len(done), desc=mode,
+                                                       unit="ex", disable=not progress) as bar:
+        for idx, result in batches:
+            if mode == "choice":
+                import torch
+
+                probs = torch.softmax(result, dim=-1).tolist()
+                best = result.argmax(-1).tolist()
+            for j, i in enumerate(idx):
                 rec = todo[i]
-                row = {"id": rec["id"], "label": rec.get("label", rec.get("output")), "predict": text}
+                row = {"id": rec["id"], "label": rec.get("label", rec.get("output"))}
+                if mode == "choice":
+                    row["predict"] = task.target_for(task.labels[best[j]])
+                    row["label_probs"] = {lab: round(p, 6) for lab, p in zip(task.labels, probs[j])}
+                else:
+                    row["predict"] = result[j]
                 done[rec["id"]] = row
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
             bar.update(len(idx))
             bar.set_postfix({"ex/s": f"{rate.add(len(idx)):.1f}"})
+    _write_in_order(path, records, done)
     return done
+
+
+def _write_in_order(path: Path, records: list[dict], done: dict[str, dict]) -> None:
+    """Once complete, the predictions file lists rows in the data's original order."""
+    if all(r["id"] in done for r in records):
+        with atomic_open(path) as fh:
+            for r in records:
+                fh.write(json.dumps(done[r["id"]], ensure_ascii=False) + "\n")
+
+
+def visible_gpus() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except ImportError:
+        return 0
+
+
+def predict_sharded(run_dir: Path, records: list[dict], out_dir: Path, shards: int, argv_extra: list[str]) -> dict:
+    """Data-parallel eval: one `ftk eval --shard i/N` process per GPU (or CPU), merged by id."""
+    from ftk import launch
+
+    procs = []
+    n_gpus = visible_gpus()
+    for i in range(shards):
+        env = launch.launch_env({"CUDA_VISIBLE_DEVICES": str(i)} if n_gpus >= shards else None)
+        argv = ["ftk", "eval", str(run_dir), "--out", str(out_dir), "--shard", f"{i}/{shards}", *argv_extra]
+        log = open(out_dir / f"shard-{i}.log", "ab")
+        procs.append((subprocess.Popen(launch.resolve(argv), env=env, stdout=log, stderr=subprocess.STDOUT), log))
+    failed = []
+    for i, (proc, log) in enumerate(procs):
+        if proc.wait() != 0:
+            failed.append(i)
+        log.close()
+    if failed:
+        raise FtkError(f"eval shard(s) {failed} failed; see {out_dir}/shard-<i>.log", path=out_dir)
+    merged: dict[str, dict] = read_done(out_dir / PREDICTIONS)
+    for i in range(shards):
+        merged.update(read_done(out_dir / f"predictions.shard-{i}.jsonl"))
+    ids = {r["id"] for r in records}
+    with atomic_open(out_dir / PREDICTIONS) as fh:
+        for r in records:
+            if r["id"] in merged:
+                fh.write(json.dumps(merged[r["id"]], ensure_ascii=False) + "\n")
+    for i in range(shards):
+        (out_dir / f"predictions.shard-{i}.jsonl").unlink(missing_ok=True)
+    return {k: v for k, v in merged.items() if k in ids}
 
 
 def eval_split_records(recipe: Recipe, split: str, limit: int | None = None) -> list[dict]:
@@ -102,7 +193,8 @@ def eval_split_records(recipe: Recipe, split: str, limit: int | None = None) -> 
 
 
 def evaluate_run(run_dir: str | Path, *, out_dir: str | Path | None = None, batch_size: int | None = None,
-                 limit: int | None = None, split: str | None = None) -> tuple[dict, Path]:
+                 limit: int | None = None, split: str | None = None, mode: str | None = None,
+                 engine: str = "hf", shards: int | None = None, shard: str | None = None) -> tuple[dict, Path]:
     """Evaluate a finished training run on its recipe's eval split; write reports to out_dir."""
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
@@ -117,13 +209,27 @@ def evaluate_run(run_dir: str | Path, *, out_dir: str | Path | None = None, batc
         model_path, adapter = recipe.model.name_or_path, str(model_dir)
     else:
         model_path, adapter = str(model_dir), None
-    out_dir = Path(out_dir) if out_dir else run_dir / f"eval-{split}"
-    preds = predict(records, out_dir, model_path=model_path, adapter=adapter, template=recipe.model.template,
-                    task=task, batch_size=batch_size or recipe.eval.batch_size,
-                    max_new_tokens=recipe.eval.max_new_tokens, cutoff_len=recipe.train.cutoff_len,
-                    trust_remote_code=recipe.model.trust_remote_code)
+    mode = mode or recipe.eval.mode
+    out_dir = Path(out_dir) if out_dir else run_dir / (f"eval-{split}" + ("" if mode == "generate" else f"-{mode}"))
+    kwargs = dict(model_path=model_path, adapter=adapter, template=recipe.model.template, task=task,
+                  batch_size=batch_size or recipe.eval.batch_size, max_new_tokens=recipe.eval.max_new_tokens,
+                  cutoff_len=recipe.train.cutoff_len, trust_remote_code=recipe.model.trust_remote_code,
+                  mode=mode, engine=engine)
+    if shard is not None:  # a worker of a sharded eval: predict its slice only
+        i, n = (int(x) for x in shard.split("/"))
+        predict(records[i::n], Path(out_dir), file_name=f"predictions.shard-{i}.jsonl", progress=False, **kwargs)
+        return {}, Path(out_dir)
+    shards = shards if shards is not None else max(1, visible_gpus())
+    if shards > 1:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        extra = ["--split", split, "--mode", mode, "--engine", engine,
+                 "--batch-size", str(kwargs["batch_size"])] + (["--limit", str(limit)] if limit else [])
+        preds = predict_sharded(run_dir, records, Path(out_dir), shards, extra)
+    else:
+        preds = predict(records, Path(out_dir), **kwargs)
     metrics, rows = score(task, records, preds)
-    metrics.update({"run_dir": str(run_dir), "split": split, "model": model_path, "adapter": adapter})
+    metrics.update({"run_dir": str(run_dir), "split": split, "model": model_path, "adapter": adapter,
+                    "mode": mode, "engine": engine, "shards": shards})
     write_outputs(out_dir, metrics, rows)
     return metrics, out_dir
 

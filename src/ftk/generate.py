@@ -1,8 +1,15 @@
-"""Greedy batched generation with the exact chat template used in training.
+"""Batch inference for evaluation: greedy generation and label-choice scoring.
 
-Prompts are encoded by LLaMA-Factory's own template code (`encode_oneturn`), so they match the
-training tokens exactly. Batches are sorted by length (little padding), left-padded, decoded
-greedily, and yielded per batch so the caller can persist them as they finish.
+- Prompts are encoded by LLaMA-Factory's own template code (`encode_oneturn`), so they match
+  the training tokens exactly.
+- The instruction prefix shared by every prompt (chat header + task instruction) is run through
+  the model once; its KV cache is expanded over each batch, which then only computes the
+  per-example suffix. Positions continue after the prefix, so results equal a full prefill.
+- Batches are sorted by length (little padding), suffixes left-padded, decoded greedily with
+  our own loop (one forward per new token, stopping per row at the template's stop tokens).
+- Label-choice mode scores every label's full token sequence (target + end-of-turn) by
+  log-likelihood after the prompt, in one extra forward pass over the batch x labels.
+Results are yielded per batch so the caller can persist them as they finish.
 """
 
 from __future__ import annotations
@@ -70,44 +77,204 @@ def load(model_path: str, template_name: str, *, adapter: str | None = None,
     return Loaded(model, tokenizer, template, sorted(i for i in stop_ids if i is not None), device)
 
 
-def generate_batches(loaded: Loaded, prompts: Sequence[list[int]], *, batch_size: int = 64,
-                     max_new_tokens: int = 16) -> Iterator[tuple[list[int], list[str]]]:
-    """Yield (indices, texts) per finished batch; indices refer to `prompts`.
+def common_prefix_len(prompts: Sequence[Sequence[int]]) -> int:
+    """Length of the token prefix shared by every prompt, leaving each at least one own token."""
+    if not prompts:
+        return 0
+    first = prompts[0]
+    n = min(len(p) for p in prompts) - 1
+    for p in prompts[1:]:
+        i = 0
+        while i < n and p[i] == first[i]:
+            i += 1
+        n = i
+        if n == 0:
+            break
+    return max(n, 0)
 
-    Longest prompts go first, so an out-of-memory shows at once; on OOM the batch size halves.
-    """
-    import torch
 
-    tok = loaded.tokenizer
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else loaded.stop_ids[0]
-    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    pos = 0
-    bs = max(1, batch_size)
-    while pos < len(order):
-        idx = order[pos:pos + bs]
-        width = max(len(prompts[i]) for i in idx)
-        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, i in enumerate(idx):
-            p = prompts[i]
-            ids[row, width - len(p):] = torch.tensor(p, dtype=torch.long)
-            mask[row, width - len(p):] = 1
-        try:
+class Engine:
+    """Greedy generation and label-choice scoring with a shared-prefix KV cache."""
+
+    def __init__(self, loaded: Loaded, prompts: Sequence[list[int]], *, reuse_prefix: bool = True):
+        import torch
+
+        self.torch = torch
+        self.loaded = loaded
+        self.model = loaded.model
+        self.device = loaded.device
+        tok = loaded.tokenizer
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else loaded.stop_ids[0]
+        self.prompts = prompts
+        self.prefix_len = common_prefix_len(prompts) if reuse_prefix else 0
+        self.prefix_kv = None
+        if self.prefix_len:
+            ids = torch.tensor([list(prompts[0][: self.prefix_len])], device=self.device)
             with torch.inference_mode():
-                out = loaded.model.generate(
-                    input_ids=ids.to(loaded.device), attention_mask=mask.to(loaded.device),
-                    do_sample=False, temperature=None, top_p=None, top_k=None,
-                    max_new_tokens=max_new_tokens, eos_token_id=loaded.stop_ids, pad_token_id=pad_id,
-                )
-        except torch.cuda.OutOfMemoryError:
-            if bs == 1:
-                raise
-            torch.cuda.empty_cache()
-            bs = max(1, bs // 2)
-            continue
-        texts = tok.batch_decode(out[:, width:], skip_special_tokens=True)
-        yield idx, texts
-        pos += len(idx)
+                out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
+            self.prefix_kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+
+    # -- building blocks --------------------------------------------------------------------
+
+    def _cache(self, batch: int):
+        from transformers import DynamicCache
+
+        if self.prefix_kv is None:
+            return DynamicCache(config=self.model.config)
+        return DynamicCache([(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1))
+                             for k, v in self.prefix_kv], config=self.model.config)
+
+    def prefill(self, idx: Sequence[int]):
+        """Run the suffixes of prompts[idx]: (last-position logits, cache, mask, next positions)."""
+        torch = self.torch
+        P = self.prefix_len
+        suffixes = [self.prompts[i][P:] for i in idx]
+        width = max(len(s) for s in suffixes)
+        B = len(idx)
+        ids = torch.full((B, width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((B, P + width), dtype=torch.long)
+        mask[:, :P] = 1
+        pos = torch.zeros((B, width), dtype=torch.long)
+        lengths = torch.tensor([len(s) for s in suffixes])
+        for row, s in enumerate(suffixes):
+            n = len(s)
+            ids[row, width - n:] = torch.tensor(s, dtype=torch.long)
+            mask[row, P + width - n:] = 1
+            pos[row, width - n:] = torch.arange(P, P + n)
+        cache = self._cache(B)
+        out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                         position_ids=pos.to(self.device), past_key_values=cache, use_cache=True,
+                         logits_to_keep=1)
+        return out.logits[:, -1, :].float(), out.past_key_values, mask.to(self.device), (P + lengths).to(self.device)
+
+    def _with_backoff(self, fn, batch_size: int) -> Iterator:
+        """Run fn(batch indices) per batch; on CUDA out-of-memory, halve the batch size and retry."""
+        torch = self.torch
+        order = sorted(range(len(self.prompts)), key=lambda i: -len(self.prompts[i]))
+        pos, bs = 0, max(1, batch_size)
+        while pos < len(order):
+            idx = order[pos:pos + bs]
+            try:
+                with torch.inference_mode():
+                    result = fn(idx)
+            except torch.cuda.OutOfMemoryError:
+                if bs == 1:
+                    raise
+                torch.cuda.empty_cache()
+                bs //= 2
+                continue
+            yield idx, result
+            pos += len(idx)
+
+    # -- modes ------------------------------------------------------------------------------
+
+    def _generate(self, idx: list[int], max_new_tokens: int) -> list[str]:
+        torch = self.torch
+        logits, cache, mask, next_pos = self.prefill(idx)
+        B = len(idx)
+        stop = torch.tensor(self.loaded.stop_ids, device=self.device)
+        done = torch.zeros(B, dtype=torch.bool, device=self.device)
+        tokens = []
+        for step in range(max_new_tokens):
+            nxt = logits.argmax(-1)
+            nxt = torch.where(done, torch.full_like(nxt, self.pad_id), nxt)
+            tokens.append(nxt)
+            done |= torch.isin(nxt, stop)
+            if bool(done.all()) or step == max_new_tokens - 1:
+                break
+            mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype, device=self.device)], dim=1)
+            out = self.model(input_ids=nxt[:, None], attention_mask=mask, position_ids=next_pos[:, None],
+                             past_key_values=cache, use_cache=True)
+            cache = out.past_key_values
+            next_pos = next_pos + 1
+            logits = out.logits[:, -1, :].float()
+        gen = torch.stack(tokens, dim=1).tolist()
+        stops = set(self.loaded.stop_ids)
+        texts = []
+        for row in gen:
+            cut = next((j for j, t in enumerate(row) if t in stops), len(row))
+            texts.append(self.loaded.tokenizer.decode(row[:cut], skip_special_tokens=True))
+        return texts
+
+    def generate(self, *, batch_size: int = 64, max_new_tokens: int = 16) -> Iterator[tuple[list[int], list[str]]]:
+        """Yield (indices, texts) per batch; greedy; longest prompts first."""
+        yield from self._with_backoff(lambda idx: self._generate(idx, max_new_tokens), batch_size)
+
+    def _choice(self, idx: list[int], label_ids: list[list[int]]):
+        """Log-likelihood of every label sequence after each prompt: [B, K].
+
+        The first label token is scored from the prefill logits. The rest of all K labels are
+        packed into ONE sequence per row with a block-diagonal causal 4D mask (label k sees the
+        prompt and its own earlier tokens only), so the prompt cache is not copied K times.
+        """
+        torch = self.torch
+        logits, cache, mask, next_pos = self.prefill(idx)
+        B, K = len(idx), len(label_ids)
+        scores = torch.log_softmax(logits, dim=-1)[:, [lab[0] for lab in label_ids]]  # [B, K]
+        inputs, targets, seg, offs = [], [], [], []
+        for k, lab in enumerate(label_ids):
+            inputs += lab[:-1]
+            targets += lab[1:]
+            seg += [k] * (len(lab) - 1)
+            offs += list(range(len(lab) - 1))
+        S = len(inputs)
+        if S == 0:
+            return scores
+        dev = self.device
+        seg_t = torch.tensor(seg, device=dev)
+        off_t = torch.tensor(offs, device=dev)
+        # label block: query (k, j) attends key (k', j') iff k == k' and j' <= j
+        block = (seg_t[:, None] == seg_t[None, :]) & (off_t[None, :] <= off_t[:, None])  # [S, S]
+        prompt = mask.bool()[:, None, None, :].expand(B, 1, S, mask.shape[1])
+        full = torch.cat([prompt, block[None, None].expand(B, 1, S, S)], dim=-1)
+        if getattr(self.model.config, "_attn_implementation", "sdpa") == "eager":
+            full = torch.zeros(full.shape, dtype=self.model.dtype, device=dev).masked_fill(
+                ~full, torch.finfo(self.model.dtype).min)
+        ids = torch.tensor(inputs, device=dev)[None, :].expand(B, S)
+        pos = next_pos[:, None] + off_t[None, :]
+        out = self.model(input_ids=ids, attention_mask=full, position_ids=pos, past_key_values=cache, use_cache=True)
+        lp = torch.log_softmax(out.logits.float(), dim=-1).gather(
+            -1, torch.tensor(targets, device=dev)[None, :, None].expand(B, S, 1))[..., 0]  # [B, S]
+        rest = torch.zeros((B, K), device=dev).index_add_(1, seg_t, lp)
+        return scores + rest
+
+    def choice(self, label_ids: list[list[int]], *, batch_size: int = 64) -> Iterator[tuple[list[int], object]]:
+        """Yield (indices, log-likelihood scores [B, K]) per batch."""
+        yield from self._with_backoff(lambda idx: self._choice(idx, label_ids), batch_size)
+
+
+def vllm_generate(model_path: str, prompts: Sequence[list[int]], tokenizer, template, *, adapter: str | None = None,
+                  max_new_tokens: int = 16, trust_remote_code: bool = False, chunk: int = 2048,
+                  ) -> Iterator[tuple[list[int], list[str]]]:
+    """Greedy generation with vLLM (GPU nodes; `pip install vllm`), same prompts token for token.
+
+    Yields per chunk of prompts so predictions are persisted as they finish, like the HF engine.
+    """
+    try:
+        from vllm import LLM, SamplingParams
+        from vllm.inputs import TokensPrompt
+    except ImportError:
+        from ftk.errors import FtkError
+
+        raise FtkError("--engine vllm needs vLLM (GPU nodes): pip install -e '.[gpu]'") from None
+    stop_ids = [tokenizer.eos_token_id]
+    for word in getattr(template, "stop_words", []) or []:
+        tid = tokenizer.convert_tokens_to_ids(word)
+        if isinstance(tid, int):
+            stop_ids.append(tid)
+    llm = LLM(model=model_path, trust_remote_code=trust_remote_code, enable_lora=adapter is not None)
+    params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=stop_ids,
+                            skip_special_tokens=True)
+    lora = None
+    if adapter:
+        from vllm.lora.request import LoRARequest
+
+        lora = LoRARequest("ftk-adapter", 1, adapter)
+    for s in range(0, len(prompts), chunk):
+        idx = list(range(s, min(s + chunk, len(prompts))))
+        outs = llm.generate([TokensPrompt(prompt_token_ids=list(prompts[i])) for i in idx], params,
+                            lora_request=lora, use_tqdm=False)
+        yield idx, [o.outputs[0].text for o in outs]
 
 
 class Throughput:
