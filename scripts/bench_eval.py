@@ -1,0 +1,165 @@
+#!/usr/bin/env python
+"""Evaluation speed, one run, one machine, same model and the same N AG News test prompts:
+LLaMA-Factory predict at batch size 1 and at its best batch size, ftk generate, ftk choice, and
+the floor (one batched forward pass per prompt, last-position logits only, model calls only).
+Prints examples/s, the ratios, and how often the methods agree.
+
+    python scripts/bench_eval.py --run runs/agnews_tiny_real-<ts> --n 7600
+    python scripts/bench_eval.py --build-model --hidden-size 2048 --layers 16 --n 2000   # GPU, 1B-sized
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def lf_predict(model: str, data_dir: Path, out: Path, batch_size: int, max_new_tokens: int, cutoff: int) -> tuple[float, list[str]]:
+    from ftk.llamafactory import render_predict_args
+
+    args = render_predict_args(model_name_or_path=model, template="llama3", dataset_dir=str(data_dir),
+                               eval_dataset="bench_test", output_dir=str(out), batch_size=batch_size,
+                               max_new_tokens=max_new_tokens, cutoff_len=cutoff)
+    cfg = out.with_suffix(".yaml")
+    cfg.write_text(yaml.safe_dump(args))
+    proc = subprocess.run([sys.executable, "-m", "llamafactory.launcher", str(cfg)], capture_output=True, text=True,
+                          env={**__import__("os").environ, "PYTHONWARNINGS": "ignore"})
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr[-3000:])
+    metrics = json.loads((out / "predict_results.json").read_text())
+    preds = [json.loads(l)["predict"] for l in (out / "generated_predictions.jsonl").open()]
+    return float(metrics["predict_runtime"]), preds
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", help="ftk run directory (default: newest runs/agnews_tiny_real-*)")
+    ap.add_argument("--n", type=int, default=7600)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--lf-batch-sizes", default="16,64", help="LLaMA-Factory batch sizes to try besides 1")
+    ap.add_argument("--skip-lf-bs1", action="store_true", help="skip the slow batch-size-1 run")
+    ap.add_argument("--build-model", action="store_true", help="random-init model of the given size (no run)")
+    ap.add_argument("--hidden-size", type=int, default=2048)
+    ap.add_argument("--layers", type=int, default=16)
+    args = ap.parse_args()
+
+    import torch
+
+    from ftk import generate as G
+    from ftk.evaluate import label_token_ids, max_new_tokens_for
+    from ftk.extract import make_extractor
+    from ftk.prepare import prepare, read_records
+    from ftk.tasks import load_task
+
+    task = load_task("agnews")
+    tmp = Path(tempfile.mkdtemp(prefix="ftk-bench-eval-"))
+    test_csv = REPO.parent / "shared" / "realdata" / "ag_news" / "test.csv"
+    prepare(task, {"test": str(test_csv)}, tmp / "data", prefix="bench", max_samples={"test": args.n})
+    records = read_records(tmp / "data" / "bench_test.jsonl")
+    if args.build_model:
+        from ftk.sources import iter_lines
+        from ftk.tiny import build_tiny_model
+
+        model = str(build_tiny_model(tmp / "model", iter_lines([test_csv]), hidden_size=args.hidden_size,
+                                     num_layers=args.layers, num_heads=max(4, args.hidden_size // 64),
+                                     num_kv_heads=max(2, args.hidden_size // 256), vocab_size=32000))
+    else:
+        run = args.run or sorted(glob.glob(str(REPO / "runs" / "agnews_tiny_real-*")))[-1]
+        model = str(Path(run) / "model")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    loaded = G.load(model, "llama3", device=device)
+    n_params = sum(p.numel() for p in loaded.model.parameters())
+    prompts = [G.encode_prompt(loaded.template, loaded.tokenizer, r) for r in records]
+    mnt = max_new_tokens_for(task, loaded.tokenizer, records)
+    extract = make_extractor(task.labels)
+    n = len(prompts)
+    print(f"model {model} ({n_params / 1e6:.1f} M params, {loaded.model.dtype}, {device}); {n} prompts, "
+          f"mean {sum(map(len, prompts)) / n:.0f} tokens, max_new_tokens {mnt}")
+
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    results: dict[str, float] = {}
+    outputs: dict[str, list[str]] = {}
+
+    eng = G.Engine(loaded, prompts)  # prefix KV computed here, once
+    t0 = time.perf_counter()
+    gen = [""] * n
+    for idx, texts in eng.generate(batch_size=args.batch_size, max_new_tokens=mnt):
+        for i, t in zip(idx, texts):
+            gen[i] = t
+    sync()
+    results["ftk generate"] = n / (time.perf_counter() - t0)
+    outputs["ftk generate"] = gen
+
+    labels = label_token_ids(task, loaded)
+    t0 = time.perf_counter()
+    cho = [""] * n
+    for idx, scores in eng.choice(labels, batch_size=args.batch_size):
+        for i, k in zip(idx, scores.argmax(-1).tolist()):
+            cho[i] = task.target_for(task.labels[k])
+    sync()
+    results["ftk choice"] = n / (time.perf_counter() - t0)
+    outputs["ftk choice"] = cho
+
+    order = sorted(range(n), key=lambda i: -len(prompts[i]))
+    pad = loaded.tokenizer.pad_token_id
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for s in range(0, n, args.batch_size):
+            idx = order[s:s + args.batch_size]
+            w = max(len(prompts[i]) for i in idx)
+            ids = torch.full((len(idx), w), pad)
+            mask = torch.zeros_like(ids)
+            for r, i in enumerate(idx):
+                ids[r, w - len(prompts[i]):] = torch.tensor(prompts[i])
+                mask[r, w - len(prompts[i]):] = 1
+            loaded.model(input_ids=ids.to(device), attention_mask=mask.to(device), logits_to_keep=1)
+    sync()
+    results["floor (1 forward/prompt)"] = n / (time.perf_counter() - t0)
+    del eng, loaded
+    if device == "cuda":
+        torch.cuda.empty_cache()
+
+    lf_sizes = ([] if args.skip_lf_bs1 else [1]) + [int(x) for x in args.lf_batch_sizes.split(",") if x]
+    for bs in lf_sizes:
+        secs, preds = lf_predict(model, tmp / "data", tmp / f"lf_bs{bs}", bs, mnt, 1024)
+        results[f"LLaMA-Factory predict bs {bs}"] = n / secs
+        outputs[f"LLaMA-Factory predict bs {bs}"] = preds
+
+    print(f"\n{'method':34} {'ex/s':>9}")
+    for name, v in results.items():
+        print(f"{name:34} {v:9.1f}")
+    floor = results["floor (1 forward/prompt)"]
+    lf_best_name = max((k for k in results if k.startswith("LLaMA-Factory") and not k.endswith(" 1")),
+                       key=results.get, default=None)
+    print()
+    print(f"ftk generate / floor             {results['ftk generate'] / floor:6.2f}   (target >= 0.85)")
+    print(f"ftk choice / floor               {results['ftk choice'] / floor:6.2f}   (target >= 1.3)")
+    if lf_best_name:
+        print(f"ftk generate / {lf_best_name:18}{results['ftk generate'] / results[lf_best_name]:6.2f}   (target >= 2)")
+    if "LLaMA-Factory predict bs 1" in results:
+        print(f"ftk generate / LLaMA-Factory bs 1 {results['ftk generate'] / results['LLaMA-Factory predict bs 1']:6.2f}")
+    print("\nagreement (same extracted label / same text):")
+    base = outputs["ftk generate"]
+    for name, preds in outputs.items():
+        if name == "ftk generate":
+            continue
+        same_label = sum(extract(a) == extract(b) for a, b in zip(base, preds))
+        same_text = sum(a.strip() == b.strip() for a, b in zip(base, preds))
+        print(f"  ftk generate vs {name:28} labels {same_label}/{n} ({same_label / n:.4%})  text {same_text}/{n}")
+
+
+if __name__ == "__main__":
+    main()
