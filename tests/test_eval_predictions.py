@@ -120,3 +120,24 @@ def test_gold_label_not_parseable_without_data(tmp_path):
     f = _write(tmp_path / "p.jsonl", [{"prompt": "p", "predict": "1", "label": "who knows"}])
     with pytest.raises(FtkError, match=":1: gold `label` 'who knows'"):
         evaluate_predictions(f, "agnews", tmp_path / "o")
+
+
+def test_compare_shopbench_evaluations(tmp_path):
+    """Non-classification kinds compare through per-item scores (S4 base vs fine-tuned)."""
+    from conftest import realdata
+
+    src = realdata("shopbench", "development.json")
+    prepared = tmp_path / "p"
+    prepare(load_task("shopbench"), {"test": str(src)}, prepared)
+    recs = read_records(prepared / "shopbench_test.jsonl")
+    good = _write(tmp_path / "good.jsonl", [{"id": r["id"], "predict": r["output"]} for r in recs])
+    bad = _write(tmp_path / "bad.jsonl", [{"id": r["id"], "predict": "0" if i % 2 else r["output"]}
+                                          for i, r in enumerate(recs)])
+    mg, dg = evaluate_predictions(good, "shopbench", tmp_path / "eg", data_dir=prepared)
+    mb, db = evaluate_predictions(bad, "shopbench", tmp_path / "eb", data_dir=prepared)
+    assert mg["per_metric"]["accuracy"] == 1.0 and mg["per_metric"]["hit rate@3"] == 1.0
+    assert mg["per_metric"]["ndcg"] == pytest.approx(1.0) and mg["per_metric"]["micro f1"] == 1.0
+    c = compare(db, dg)
+    assert c["n"] == 96 and c["metrics"]["score"]["delta"] > 0
+    assert c["mcnemar"]["b_only_correct"] > 0 and c["mcnemar"]["a_only_correct"] == 0
+    assert c["paired_bootstrap_item_score"]["delta"] > 0

@@ -80,12 +80,54 @@ def paired_bootstrap_f1(gold, pred_a, pred_b, labels, *, n_boot: int = 1000, see
             "n_boot": n_boot}
 
 
+def _read_scores(d: Path) -> dict[str, dict]:
+    path = d / "scores.jsonl"
+    if not path.exists():
+        raise FtkError("no scores.jsonl (evaluate again with this ftk version)", path=d)
+    return {r["id"]: r for r in (json.loads(line) for line in path.open()) }
+
+
+def _numeric(m: dict) -> dict[str, float]:
+    out = {k: float(v) for k, v in m.items()
+           if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("n", "shards")}
+    out.update({f"{k} (rows)": float(v) for k, v in m.get("per_metric", {}).items()})
+    return out
+
+
+def compare_generic(da: Path, db: Path, ma: dict, mb: dict) -> dict:
+    """Any task kind: headline numbers side by side, McNemar on per-item correctness, and a
+    paired bootstrap on the per-item score (or correctness)."""
+    sa, sb = _read_scores(da), _read_scores(db)
+    if set(sa) != set(sb):
+        raise FtkError(f"the two evaluations cover different items ({len(sa)} vs {len(sb)} ids)", path=db)
+    ids = sorted(sa)
+    ca = np.array([sa[i]["correct"] for i in ids])
+    cb = np.array([sb[i]["correct"] for i in ids])
+    va = np.array([sa[i].get("score") if sa[i].get("score") is not None else float(sa[i]["correct"]) for i in ids])
+    vb = np.array([sb[i].get("score") if sb[i].get("score") is not None else float(sb[i]["correct"]) for i in ids])
+    rng = np.random.default_rng(0)
+    deltas = np.array([(vb[idx] - va[idx]).mean() for idx in (rng.integers(0, len(ids), len(ids)) for _ in range(1000))])
+    p = float(min(1.0, 2 * min((deltas <= 0).mean(), (deltas >= 0).mean())))
+    na, nb = _numeric(ma), _numeric(mb)
+    return {
+        "a": str(da), "b": str(db), "task": ma.get("task"), "n": len(ids),
+        "metrics": {k: {"a": na[k], "b": nb[k], "delta": nb[k] - na[k]} for k in na if k in nb},
+        "per_class_f1": {},
+        "mcnemar": mcnemar(ca, cb),
+        "paired_bootstrap_item_score": {"delta": float(vb.mean() - va.mean()),
+                                        "ci95": [float(x) for x in np.quantile(deltas, [0.025, 0.975])],
+                                        "p_value": p, "n_boot": 1000},
+    }
+
+
 def compare(path_a: str | Path, path_b: str | Path) -> dict:
     da, db = find_eval_dir(path_a), find_eval_dir(path_b)
     ma = json.loads((da / "metrics.json").read_text())
     mb = json.loads((db / "metrics.json").read_text())
     if ma.get("task") != mb.get("task"):
         raise FtkError(f"different tasks: {ma.get('task')} vs {mb.get('task')}", path=db)
+    if ma.get("kind", "classification") not in ("classification", "pair_classification"):
+        return compare_generic(da, db, ma, mb)
     task = load_task(ma["task"])
     pa, pb = read_done(da / "predictions.jsonl"), read_done(db / "predictions.jsonl")
     if set(pa) != set(pb):
@@ -117,9 +159,11 @@ def compare_markdown(c: dict) -> str:
              "| metric | A | B | B - A |", "|---|---:|---:|---:|"]
     for k, v in {**c["metrics"], **{f"F1 {lab}": v for lab, v in c["per_class_f1"].items()}}.items():
         lines.append(f"| {k} | {v['a']:.4f} | {v['b']:.4f} | {v['delta']:+.4f} |")
-    m, bs = c["mcnemar"], c["paired_bootstrap_macro_f1"]
-    lines += ["", f"McNemar (accuracy): A-only correct {m['a_only_correct']}, B-only correct "
+    m = c["mcnemar"]
+    what, bs = (("macro F1", c["paired_bootstrap_macro_f1"]) if "paired_bootstrap_macro_f1" in c
+                else ("mean item score", c["paired_bootstrap_item_score"]))
+    lines += ["", f"McNemar (per-item correctness): A-only correct {m['a_only_correct']}, B-only correct "
                   f"{m['b_only_correct']}, p = {m['p_value']:.4g} ({m['method']})",
-              f"Paired bootstrap (macro F1, {bs['n_boot']} resamples): delta {bs['delta']:+.4f}, "
+              f"Paired bootstrap ({what}, {bs['n_boot']} resamples): delta {bs['delta']:+.4f}, "
               f"95% CI [{bs['ci95'][0]:+.4f}, {bs['ci95'][1]:+.4f}], p = {bs['p_value']:.4g}"]
     return "\n".join(lines) + "\n"

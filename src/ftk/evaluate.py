@@ -15,7 +15,7 @@ from ftk import generate
 from ftk.errors import FtkError
 from ftk.fileio import atomic_open
 from ftk.extract import INVALID, make_extractor
-from ftk.predictions import align, read_prediction_rows
+from ftk.predictions import align, gold_of, read_prediction_rows
 from ftk.prepare import load_manifest, read_records
 from ftk.recipe import Recipe
 from ftk.report import write_outputs
@@ -118,7 +118,7 @@ def predict(records: list[dict], out_dir: Path, *, model_path: str, template: st
                 best = result.argmax(-1).tolist()
             for j, i in enumerate(idx):
                 rec = todo[i]
-                row = {"id": rec["id"], "label": rec.get("label", rec.get("output"))}
+                row = {"id": rec["id"], "label": gold_of(rec)}
                 if mode == "choice":
                     row["predict"] = task.target_for(task.labels[best[j]])
                     row["label_probs"] = {lab: round(p, 6) for lab, p in zip(task.labels, probs[j])}
@@ -211,8 +211,11 @@ def evaluate_run(run_dir: str | Path, *, out_dir: str | Path | None = None, batc
         model_path, adapter = str(model_dir), None
     mode = mode or recipe.eval.mode
     out_dir = Path(out_dir) if out_dir else run_dir / (f"eval-{split}" + ("" if mode == "generate" else f"-{mode}"))
+    bs = batch_size or recipe.eval.batch_size
+    if bs == "auto":
+        bs = 256 if visible_gpus() else 64
     kwargs = dict(model_path=model_path, adapter=adapter, template=recipe.model.template, task=task,
-                  batch_size=batch_size or recipe.eval.batch_size, max_new_tokens=recipe.eval.max_new_tokens,
+                  batch_size=bs, max_new_tokens=recipe.eval.max_new_tokens,
                   cutoff_len=recipe.train.cutoff_len, trust_remote_code=recipe.model.trust_remote_code,
                   mode=mode, engine=engine)
     if shard is not None:  # a worker of a sharded eval: predict its slice only

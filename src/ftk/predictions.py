@@ -47,13 +47,18 @@ def read_prediction_rows(path: str | Path) -> tuple[list[dict], str]:
     return rows, fmt or "ftk"
 
 
+def gold_of(record: dict):
+    """What a prediction row shows as its gold: the label, or the target for open-ended tasks."""
+    return record.get("label", record.get("output"))
+
+
 def align(rows: list[dict], fmt: str, records: list[dict], path: str | Path, data_path: str | Path) -> dict[str, dict]:
     """Predictions keyed by record id: by id for ftk rows, by order for LLaMA-Factory rows."""
     if fmt == "llamafactory":
         if len(rows) != len(records):
             raise FtkError(f"{len(rows)} predictions but the prepared split {data_path} has {len(records)} rows "
                            "(LLaMA-Factory predictions are matched by order)", path=path)
-        return {rec["id"]: {"id": rec["id"], "label": rec["label"], "predict": row["predict"]}
+        return {rec["id"]: {"id": rec["id"], "label": gold_of(rec), "predict": row["predict"]}
                 for rec, row in zip(records, rows)}
     known = {r["id"]: r for r in records}
     out: dict[str, dict] = {}
@@ -63,5 +68,5 @@ def align(rows: list[dict], fmt: str, records: list[dict], path: str | Path, dat
                            where=str(row["_line"]))
         if row["id"] in out:
             raise FtkError(f"duplicate id {row['id']!r}", path=path, where=str(row["_line"]))
-        out[row["id"]] = {"id": row["id"], "label": known[row["id"]]["label"], "predict": row["predict"]}
+        out[row["id"]] = {"id": row["id"], "label": gold_of(known[row["id"]]), "predict": row["predict"]}
     return out

@@ -119,6 +119,12 @@ def write_outputs(out_dir: Path, metrics: dict, rows: list[dict]) -> None:
     metrics = dict(metrics, versions=package_versions())
     write_json(out_dir / "metrics.json", metrics)
     write_text(out_dir / "report.md", markdown_report(metrics))
+    with atomic_open(out_dir / "scores.jsonl") as fh:  # per item, for paired comparisons
+        for r in rows:
+            item = {"id": r["id"], "correct": bool(r["correct"]), "invalid": bool(r["invalid"])}
+            if r.get("score") is not None:
+                item["score"] = float(r["score"]) if not isinstance(r["score"], (list, tuple)) else None
+            fh.write(json.dumps(item) + "\n")
     with atomic_open(out_dir / "errors.jsonl") as fh:
         for r in rows:
             if not r["correct"]:
