@@ -1,6 +1,5 @@
 """The installed `ftk` command, run as a user would: bad input gives one line, exit 2, no output."""
 
-from pathlib import Path
 
 from conftest import REPO, run_ftk
 

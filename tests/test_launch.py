@@ -1,7 +1,6 @@
 """Exact launch argv for the distributed shapes, the sbatch script, and recipe errors."""
 
 import shlex
-import sys
 from pathlib import Path
 
 import pytest

@@ -14,7 +14,7 @@ import numpy as np
 from ftk.errors import FtkError
 from ftk.evaluate import read_done
 from ftk.extract import make_extractor
-from ftk.metrics import classification_metrics
+from ftk.metrics import classification_metrics, label_codes, macro_f1_from_codes
 from ftk.tasks import load_task
 
 HEADLINE = ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "mcc", "invalid_rate")
@@ -52,28 +52,17 @@ def mcnemar(a_correct: np.ndarray, b_correct: np.ndarray) -> dict:
 
 
 def paired_bootstrap_f1(gold, pred_a, pred_b, labels, *, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Macro-F1 difference B - A over the same resampled items (two-sided p from the deltas)."""
     k = len(labels)
-    index = {lab: i for i, lab in enumerate(labels)}
-    g = np.array([index[x] for x in gold])
-    codes_a = g * (k + 1) + np.array([index.get(x, k) for x in pred_a])
-    codes_b = g * (k + 1) + np.array([index.get(x, k) for x in pred_b])
-
-    def f1(codes):
-        cm = np.bincount(codes, minlength=k * (k + 1)).reshape(k, k + 1)
-        tp = np.diag(cm[:, :k]).astype(float)
-        pp = cm[:, :k].sum(axis=0)
-        sup = cm.sum(axis=1)
-        prec = np.divide(tp, pp, out=np.zeros(k), where=pp != 0)
-        rec = np.divide(tp, sup, out=np.zeros(k), where=sup != 0)
-        return np.divide(2 * prec * rec, prec + rec, out=np.zeros(k), where=(prec + rec) != 0).mean()
-
+    codes_a = label_codes(gold, pred_a, labels)
+    codes_b = label_codes(gold, pred_b, labels)
     rng = np.random.default_rng(seed)
-    n = len(g)
+    n = len(codes_a)
     deltas = np.empty(n_boot)
     for i in range(n_boot):
         idx = rng.integers(0, n, n)
-        deltas[i] = f1(codes_b[idx]) - f1(codes_a[idx])
-    observed = f1(codes_b) - f1(codes_a)
+        deltas[i] = macro_f1_from_codes(codes_b[idx], k) - macro_f1_from_codes(codes_a[idx], k)
+    observed = macro_f1_from_codes(codes_b, k) - macro_f1_from_codes(codes_a, k)
     p = 2 * min((deltas <= 0).mean(), (deltas >= 0).mean())
     lo, hi = np.quantile(deltas, [0.025, 0.975])
     return {"delta": float(observed), "ci95": [float(lo), float(hi)], "p_value": float(min(p, 1.0)),

@@ -47,6 +47,20 @@ def write_text(path: str | Path, text: str) -> None:
         fh.write(text)
 
 
+def iter_jsonl(path: str | Path, encoding: str = "utf-8") -> Iterator[tuple[int, Any, str | None]]:
+    """(line number, object, problem) for each non-blank line; problem is None for a JSON object."""
+    with open(path, encoding=encoding) as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield lineno, None, f"not valid JSON ({exc.msg})"
+                continue
+            yield lineno, obj, None if isinstance(obj, dict) else "expected a JSON object per line"
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -135,9 +135,3 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def run_quiet(argv: Sequence[str], log_path: Path, *, env: dict[str, str] | None = None) -> int:
-    """Run argv (no shell) with its output only in log_path; return the exit code."""
-    with open(log_path, "ab") as log:
-        return subprocess.run(resolve(argv), env=env or launch_env(), stdout=log, stderr=subprocess.STDOUT).returncode

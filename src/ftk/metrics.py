@@ -193,12 +193,6 @@ def jp_bleu_tokenizer() -> str:
         return "char"
 
 
-def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
-    """Cosine similarity clipped at 0 (ShopBench's sent-transformer score for one pair)."""
-    score = float((a * b).sum() / (np.linalg.norm(a) * np.linalg.norm(b)))
-    return max(score, 0.0)
-
-
 _SENT_MODEL = None
 
 
@@ -243,24 +237,29 @@ def bootstrap_ci(stat, n: int, *, n_boot: int = 1000, seed: int = 0, alpha: floa
     return float(lo), float(hi)
 
 
-def classification_ci(gold: Sequence[str], pred: Sequence[str], labels: Sequence[str], metric: str = "accuracy",
-                      *, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """Bootstrap 95% CI for accuracy or macro_f1 (computed from resampled confusion codes)."""
-    labels = list(labels)
+def label_codes(gold: Sequence[str], pred: Sequence[str], labels: Sequence[str]) -> np.ndarray:
+    """gold_index * (k + 1) + pred_index per item (pred index k = invalid): confusion cell ids."""
     k = len(labels)
     index = {lab: i for i, lab in enumerate(labels)}
     g = np.array([index[x] for x in gold], dtype=np.int64)
     p = np.array([index.get(x, k) for x in pred], dtype=np.int64)
+    return g * (k + 1) + p
+
+
+def macro_f1_from_codes(codes: np.ndarray, k: int) -> float:
+    cm = np.bincount(codes, minlength=k * (k + 1)).reshape(k, k + 1)
+    tp = np.diag(cm[:, :k]).astype(float)
+    prec = _div(tp, cm[:, :k].sum(axis=0).astype(float))
+    rec = _div(tp, cm.sum(axis=1).astype(float))
+    return float(_f1(prec, rec).mean())
+
+
+def classification_ci(gold: Sequence[str], pred: Sequence[str], labels: Sequence[str], metric: str = "accuracy",
+                      *, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """Bootstrap 95% CI for accuracy or macro_f1 (computed from resampled confusion codes)."""
+    k = len(labels)
+    codes = label_codes(gold, pred, labels)
     if metric == "accuracy":
-        correct = (g == p).astype(float)
-        return bootstrap_ci(lambda idx: correct[idx].mean(), len(g), n_boot=n_boot, seed=seed)
-    codes = g * (k + 1) + p
-
-    def macro_f1(idx):
-        cm = np.bincount(codes[idx], minlength=k * (k + 1)).reshape(k, k + 1)
-        tp = np.diag(cm[:, :k]).astype(float)
-        prec = _div(tp, cm[:, :k].sum(axis=0).astype(float))
-        rec = _div(tp, cm.sum(axis=1).astype(float))
-        return _f1(prec, rec).mean()
-
-    return bootstrap_ci(macro_f1, len(g), n_boot=n_boot, seed=seed)
+        correct = (codes // (k + 1) == codes % (k + 1)).astype(float)
+        return bootstrap_ci(lambda idx: correct[idx].mean(), len(codes), n_boot=n_boot, seed=seed)
+    return bootstrap_ci(lambda idx: macro_f1_from_codes(codes[idx], k), len(codes), n_boot=n_boot, seed=seed)

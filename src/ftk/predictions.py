@@ -6,10 +6,10 @@ Every problem is an `FtkError` naming the file and the line.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ftk.errors import FtkError
+from ftk.fileio import iter_jsonl
 
 
 def read_prediction_rows(path: str | Path) -> tuple[list[dict], str]:
@@ -19,29 +19,22 @@ def read_prediction_rows(path: str | Path) -> tuple[list[dict], str]:
         raise FtkError("predictions file not found", path=path)
     rows: list[dict] = []
     fmt = None
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise FtkError(f"not valid JSON ({exc.msg})", path=path, where=str(lineno)) from None
-            if not isinstance(row, dict):
-                raise FtkError("expected a JSON object per line", path=path, where=str(lineno))
-            row_fmt = "ftk" if "id" in row else "llamafactory"
-            fmt = fmt or row_fmt
-            if row_fmt != fmt:
-                raise FtkError("mixes rows with and without `id`", path=path, where=str(lineno))
-            required = ("id", "predict") if fmt == "ftk" else ("predict", "label")
-            for key in required:
-                if key not in row:
-                    raise FtkError(f"missing field `{key}` (expected {', '.join(required)})",
-                                   path=path, where=str(lineno))
-            if not isinstance(row["predict"], str):
-                raise FtkError("field `predict` must be a string", path=path, where=str(lineno))
-            row["_line"] = lineno
-            rows.append(row)
+    for lineno, row, problem in iter_jsonl(path):
+        if problem:
+            raise FtkError(problem, path=path, where=str(lineno))
+        row_fmt = "ftk" if "id" in row else "llamafactory"
+        fmt = fmt or row_fmt
+        if row_fmt != fmt:
+            raise FtkError("mixes rows with and without `id`", path=path, where=str(lineno))
+        required = ("id", "predict") if fmt == "ftk" else ("predict", "label")
+        for key in required:
+            if key not in row:
+                raise FtkError(f"missing field `{key}` (expected {', '.join(required)})",
+                               path=path, where=str(lineno))
+        if not isinstance(row["predict"], str):
+            raise FtkError("field `predict` must be a string", path=path, where=str(lineno))
+        row["_line"] = lineno
+        rows.append(row)
     if not rows:
         raise FtkError("no predictions in file", path=path)
     return rows, fmt or "ftk"

@@ -9,7 +9,6 @@ as cleaning (`empty`), not as malformed.
 from __future__ import annotations
 
 import csv
-import json
 import string
 import sys
 from collections.abc import Iterable, Iterator
@@ -19,6 +18,7 @@ from typing import Any
 
 from ftk import shopbench, spans
 from ftk.errors import FtkError
+from ftk.fileio import iter_jsonl
 from ftk.tasks import SourceSpec, TaskSpec
 
 HUB_PREFIX = "hub:"
@@ -180,18 +180,10 @@ def _read_delimited(c: _Collector, path: Path) -> None:
 
 
 def _read_jsonl(c: _Collector, path: Path) -> None:
-    with open(path, encoding=c.spec.encoding) as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                c.bad(str(path), lineno, "not_json", f"not JSON: {exc.msg}")
-                continue
-            if not isinstance(row, dict):
-                c.bad(str(path), lineno, "not_json", "expected a JSON object")
-                continue
+    for lineno, row, problem in iter_jsonl(path, c.spec.encoding):
+        if problem:
+            c.bad(str(path), lineno, "not_json", problem)
+        else:
             c.row(row, str(path), lineno)
 
 

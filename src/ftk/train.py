@@ -27,7 +27,6 @@ from ftk.tasks import load_task
 
 CONFIG_NAME = "llamafactory.yaml"
 DEEPSPEED_NAME = "deepspeed.json"
-SBATCH_NAME = "sbatch.sh"
 
 
 @dataclass
