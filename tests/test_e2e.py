@@ -168,13 +168,13 @@ def test_killed_eval_resumes_without_duplicates_or_gaps(trained, tmp_path):
     preds = out / "predictions.jsonl"
     deadline = time.time() + 180
     while time.time() < deadline and proc.poll() is None:
-        if preds.exists() and len(preds.read_text().splitlines()) >= 20:
+        if preds.exists() and len(preds.read_text().splitlines()) >= 3:
             break
-        time.sleep(0.02)
+        time.sleep(0.01)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     n_killed = len(preds.read_text().splitlines())
-    assert 20 <= n_killed < 200, n_killed  # really killed mid-way
+    assert 3 <= n_killed < 200, n_killed  # really killed mid-way
     assert not (out / "metrics.json").exists()
     assert run_ftk("eval", run_dir, "--out", out).returncode == 0
     ids = [json.loads(l)["id"] for l in preds.read_text().splitlines()]

@@ -138,3 +138,45 @@ def test_train_reprepares_when_the_recipe_data_changes(tmp_path, synth_dir):
     r2 = load_recipe(REPO / "configs" / "agnews_tiny_cpu.yaml", base + ["data.prompt_version=v3"])
     m2 = ensure_prepared(r2)
     assert m2["prompt_version"] == "v3" and m2["splits"]["train"]["sha256"] != m1["splits"]["train"]["sha256"]
+
+
+def test_undecodable_bytes_are_malformed_rows_with_line(tmp_path):
+    src = tmp_path / "bytes.csv"
+    src.write_bytes(b'"1","good","row"\n"2","bad \xff\xfe byte","row"\n"3","fine","again"\n')
+    with pytest.raises(FtkError, match=rf"{src}:2: bytes that are not valid utf-8"):
+        prepare(AG, {"test": str(src)}, tmp_path / "o")
+    m = prepare(AG, {"test": str(src)}, tmp_path / "o", skip_malformed=True)
+    assert m["splits"]["test"]["rows"] == 2
+    assert m["splits"]["test"]["malformed"]["by_reason"] == {"undecodable": 1}
+
+
+def test_strict_stops_at_the_first_malformed_row(tmp_path):
+    src = tmp_path / "bad.csv"
+    src.write_text('"1","a","b"\n"9","c","d"\n"8","e","f"\n')
+    with pytest.raises(FtkError) as exc:
+        prepare(AG, {"test": str(src)}, tmp_path / "o", strict=True)
+    assert f"{src}:2:" in str(exc.value) and "--strict" in str(exc.value)
+    with pytest.raises(FtkError, match="2 malformed row"):  # the default counts them all first
+        prepare(AG, {"test": str(src)}, tmp_path / "o")
+
+
+def test_near_duplicates_by_rouge_l_match_rouge_score(tmp_path):
+    from rouge_score import rouge_scorer, tokenize
+
+    from ftk.prepare import drop_near_duplicates, rouge_l_f
+    from ftk.sources import Example
+
+    texts = ["The red mug has a wide handle and holds hot tea",
+             "The red mug has a wide handle and holds hot coffee",   # near duplicate of the first
+             "Trail running shoes with a grippy sole",
+             "A completely different sentence about laptops"]
+    sc = rouge_scorer.RougeScorer(["rougeL"])
+    for a in texts:
+        for b in texts:
+            ours = rouge_l_f(tokenize.tokenize(a, None), tokenize.tokenize(b, None))
+            assert ours == pytest.approx(sc.score(a, b)["rougeL"].fmeasure, abs=1e-9)
+    exs = [Example(line=i, input=t, target="x") for i, t in enumerate(texts)]
+    kept, dropped = drop_near_duplicates(exs, 0.7)
+    assert dropped == 1 and [e.line for e in kept] == [0, 2, 3]
+    kept, dropped = drop_near_duplicates(exs, 0.95)
+    assert dropped == 0

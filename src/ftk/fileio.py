@@ -47,9 +47,9 @@ def write_text(path: str | Path, text: str) -> None:
         fh.write(text)
 
 
-def iter_jsonl(path: str | Path, encoding: str = "utf-8") -> Iterator[tuple[int, Any, str | None]]:
+def iter_jsonl(path: str | Path, encoding: str = "utf-8", errors: str = "strict") -> Iterator[tuple[int, Any, str | None]]:
     """(line number, object, problem) for each non-blank line; problem is None for a JSON object."""
-    with open(path, encoding=encoding) as fh:
+    with open(path, encoding=encoding, errors=errors) as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue

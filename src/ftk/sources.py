@@ -9,6 +9,7 @@ as cleaning (`empty`), not as malformed.
 from __future__ import annotations
 
 import csv
+import re
 import string
 import sys
 from collections.abc import Iterable, Iterator
@@ -22,6 +23,7 @@ from ftk.fileio import iter_jsonl
 from ftk.tasks import SourceSpec, TaskSpec
 
 HUB_PREFIX = "hub:"
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
 
@@ -67,6 +69,12 @@ class _Collector:
 
     def row(self, row: dict[str, Any], path: str, line: int) -> None:
         kind = self.task.kind
+        # Files are read with errors="surrogateescape": bytes that do not decode show up here.
+        for value in row.values():
+            for v in (value if isinstance(value, list) else [value]):
+                if isinstance(v, str) and _UNDECODABLE.search(v):
+                    self.bad(path, line, "undecodable", f"bytes that are not valid {self.spec.encoding}")
+                    return
         for col in self.spec.required:
             if not str(row.get(col) or "").strip():
                 self.out.empty.append(Malformed(path, line, "empty", f"empty required field {col!r}"))
@@ -152,7 +160,7 @@ def _read_delimited(c: _Collector, path: Path) -> None:
     spec = c.spec
     delimiter = spec.delimiter or ("\t" if spec.reader == "tsv" else ",")
     quoting = csv.QUOTE_MINIMAL if spec.quoting else csv.QUOTE_NONE
-    with open(path, encoding=spec.encoding, newline="") as fh:
+    with open(path, encoding=spec.encoding, newline="", errors="surrogateescape") as fh:
         reader = csv.reader(fh, delimiter=delimiter, quoting=quoting)
         columns = spec.columns
         header_pending = spec.header
@@ -180,7 +188,7 @@ def _read_delimited(c: _Collector, path: Path) -> None:
 
 
 def _read_jsonl(c: _Collector, path: Path) -> None:
-    for lineno, row, problem in iter_jsonl(path, c.spec.encoding):
+    for lineno, row, problem in iter_jsonl(path, c.spec.encoding, errors="surrogateescape"):
         if problem:
             c.bad(str(path), lineno, "not_json", problem)
         else:
@@ -189,7 +197,7 @@ def _read_jsonl(c: _Collector, path: Path) -> None:
 
 def _read_at_lines(c: _Collector, path: Path) -> None:
     """`text<sep>label` per line (Financial PhraseBank), split at the last separator."""
-    with open(path, encoding=c.spec.encoding, newline="") as fh:
+    with open(path, encoding=c.spec.encoding, newline="", errors="surrogateescape") as fh:
         for lineno, line in enumerate(fh, 1):
             line = line.rstrip("\r\n")
             if not line.strip():
@@ -213,7 +221,7 @@ def _read_iob2(c: _Collector, path: Path) -> None:
             c.row({"tokens": tokens, "tags": tags}, str(path), first)
         tokens, tags = [], []
 
-    with open(path, encoding=c.spec.encoding) as fh:
+    with open(path, encoding=c.spec.encoding, errors="surrogateescape") as fh:
         for lineno, line in enumerate(fh, 1):
             line = line.rstrip("\r\n")
             if not line.strip() or line.startswith("###") or line.startswith("-DOCSTART-"):
@@ -231,7 +239,7 @@ def _read_iob2(c: _Collector, path: Path) -> None:
 
 
 def _read_text(c: _Collector, path: Path) -> None:
-    with open(path, encoding=c.spec.encoding) as fh:
+    with open(path, encoding=c.spec.encoding, errors="surrogateescape") as fh:
         for lineno, line in enumerate(fh, 1):
             if line.strip():
                 c.row({"text": line.strip()}, str(path), lineno)
@@ -276,10 +284,7 @@ def read_source(task: TaskSpec, source: str, split: str, fmt: str | None = None,
     spec = _pick_local_spec(task, path, fmt)
     if spec.reader == "hub":
         raise FtkError(f"format {fmt!r} is a hub format; give hub:<id> as the source", path=path)
-    try:
-        READERS[spec.reader](_Collector(task, spec, out, strict), path)
-    except UnicodeDecodeError as exc:
-        raise FtkError(f"cannot decode as {spec.encoding}: {exc.reason} at byte {exc.start}", path=path) from None
+    READERS[spec.reader](_Collector(task, spec, out, strict), path)
     return out
 
 
