@@ -46,3 +46,11 @@ def test_regex_step_with_group():
 def test_digit_labels_use_names_not_positions():
     ex = make_extractor(["0", "1", "2", "3", "4"], ["strip", "label", "take_first"])
     assert ex("1") == "1" and ex("Output: 3") == "3" and ex("5") == INVALID
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("B", "Sports"), ("(c)", "Business"), ("d. Sci/Tech", "Sci/Tech"), ("Answer: A", "World"),
+    ("E", INVALID), ("Banana", INVALID), ("", INVALID),
+])
+def test_option_letters(text, expected):
+    assert make_extractor(AG, ["strip", "option_letter", "take_first"])(text) == expected

@@ -92,3 +92,5 @@ def test_score_shopbench_kind():
     assert m["per_metric"]["micro f1"] == 1.0 and m["per_metric"]["rougel"] == pytest.approx(1.0)
     assert m["invalid"] == 1 and m["invalid_by_task_type"]["multiple-choice"] == 1
     assert m["score"] == pytest.approx((0.5 + 2 / 3 + 1 + 1 + 1) / 5)
+    lo, hi = m["ci95"]["score"]
+    assert 0 <= lo <= hi <= 1

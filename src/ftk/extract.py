@@ -79,6 +79,16 @@ def step_label(cands: list[str], idx: LabelIndex) -> list[str]:
     return out
 
 
+def step_option_letter(cands: list[str], idx: LabelIndex) -> list[str]:
+    """`B`, `(b)`, `b.`, `Answer: C` -> the label at that position (A = first label)."""
+    out = []
+    for c in cands:
+        m = re.match(r"\s*(?:answer\s*[:=]?\s*)?\(?([A-Za-z])(?:[).:]|\s|$)", c, re.I)
+        pos = ord(m.group(1).upper()) - ord("A") if m else -1
+        out.append(idx.labels[pos] if 0 <= pos < len(idx.labels) else INVALID)
+    return out
+
+
 def step_regex(pattern: str, group: int = 1):
     """A step keeping group `group` of the first match of `pattern` (no match -> invalid)."""
     rx = re.compile(pattern, re.S | re.I)
@@ -116,6 +126,7 @@ STEPS: dict[str, Step] = {
     "first_line": step_first_line,
     "number_or_label": step_number_or_label,
     "label": step_label,
+    "option_letter": step_option_letter,
     "take_first": step_take_first,
 }
 

@@ -58,7 +58,7 @@ def _markdown_ner(m: dict) -> str:
 def _markdown_shopbench(m: dict) -> str:
     lines = [f"# {m.get('task', '')} evaluation", "",
              f"n = {m['n']} | overall score = {m['score']:.4f} | invalid = {m['invalid']} ({m['invalid_rate']:.2%})",
-             "", "| metric | score | rows |", "|---|---:|---:|"]
+             "", *_ci_line(m), "", "| metric | score | rows |", "|---|---:|---:|"]
     for k, v in m["per_metric"].items():
         lines.append(f"| {k} | {v:.4f} | {m['rows_per_metric'].get(k, '')} |")
     lines += ["", "| task type | invalid |", "|---|---:|"]

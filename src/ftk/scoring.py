@@ -90,6 +90,7 @@ def score_shopbench(records: list[dict], preds: dict[str, dict]) -> tuple[dict, 
     ner_counts: list[tuple[int, int, int]] = []
     by_type_invalid: dict[str, list[bool]] = defaultdict(list)
     gen_rows: list[tuple[int, str, object]] = []
+    counts_by_row: dict[int, tuple[int, int, int]] = {}
     rows = []
     for r in records:
         text = preds[r["id"]]["predict"]
@@ -105,6 +106,7 @@ def score_shopbench(records: list[dict], preds: dict[str, dict]) -> tuple[dict, 
             value = shopbench.score_row(metric, tt, parsed, gold)
             if metric == "micro f1":
                 ner_counts.append(value)
+                counts_by_row[len(rows)] = value
                 tp, fp, fn = value
                 value = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
             else:
@@ -127,6 +129,22 @@ def score_shopbench(records: list[dict], preds: dict[str, dict]) -> tuple[dict, 
     n = len(records)
     n_invalid = sum(x["invalid"] for x in rows)
     overall = float(np.mean(list(per_metric.values()))) if per_metric else 0.0
+
+    def overall_of(idx) -> float:
+        """The overall score on a resample of rows (NER micro-F1 recomputed from its counts)."""
+        sums: dict[str, list[float]] = defaultdict(list)
+        tp = fp = fn = 0
+        for i in idx:
+            if i in counts_by_row:
+                a, b, c = counts_by_row[i]
+                tp, fp, fn = tp + a, fp + b, fn + c
+            else:
+                sums[rows[i]["metric"]].append(rows[i]["score"])
+        means = [float(np.mean(v)) for v in sums.values()]
+        if tp + fp + fn:
+            means.append(2 * tp / (2 * tp + fp + fn))
+        return float(np.mean(means)) if means else 0.0
+
     return {
         "n": n,
         "score": overall,
@@ -137,4 +155,5 @@ def score_shopbench(records: list[dict], preds: dict[str, dict]) -> tuple[dict, 
         "invalid_rate": n_invalid / n if n else 0.0,
         "invalid_by_task_type": {k: int(sum(v)) for k, v in sorted(by_type_invalid.items())},
         "headline": "score",
+        "ci95": {"score": list(M.bootstrap_ci(overall_of, n, n_boot=300))},
     }, rows
