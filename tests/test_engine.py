@@ -68,3 +68,20 @@ def test_choice_scores_are_sequence_log_likelihoods(setup):
                 n = len(prompts[i])
                 ref = sum(logp[n - 1 + j, t].item() for j, t in enumerate(lab))
                 assert got[i][k].item() == pytest.approx(ref, abs=1e-3), (i, k)
+
+
+def test_label_drafts_give_exactly_plain_greedy_output(setup):
+    """Drafting from the label set must not change a single generated token. The untrained model
+    mostly leaves the label set, so this also exercises the fall-back to plain decoding."""
+    loaded, prompts = setup
+    task = load_task("agnews")
+    eot = loaded.tokenizer.convert_tokens_to_ids("<|eot_id|>")
+    labels = [loaded.tokenizer.encode(task.target_for(l), add_special_tokens=False) + [eot] for l in task.labels]
+    eng = G.Engine(loaded, prompts)
+    plain, drafted = {}, {}
+    for idx, texts in eng.generate(batch_size=16, max_new_tokens=8):
+        plain.update(zip(idx, texts))
+    for idx, texts in eng.generate(batch_size=16, max_new_tokens=8, label_ids=labels):
+        drafted.update(zip(idx, texts))
+    assert drafted == plain
+    assert eng.fallback_rows > 0

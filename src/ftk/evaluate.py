@@ -106,7 +106,10 @@ def predict(records: list[dict], out_dir: Path, *, model_path: str, template: st
         eng = generate.Engine(loaded, prompts)
         batches = eng.choice(label_token_ids(task, loaded), batch_size=batch_size)
     else:
-        batches = generate.Engine(loaded, prompts).generate(batch_size=batch_size, max_new_tokens=mnt)
+        # A closed label set serves as verified drafts: identical output to plain greedy decoding.
+        drafts = label_token_ids(task, loaded) if task.is_classification else None
+        batches = generate.Engine(loaded, prompts).generate(batch_size=batch_size, max_new_tokens=mnt,
+                                                            label_ids=drafts)
     rate = generate.Throughput()
     with open(path, "a", encoding="utf-8") as fh, tqdm(total=len(records), initial=len(done), desc=mode,
                                                        unit="ex", disable=not progress) as bar:

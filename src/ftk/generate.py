@@ -108,6 +108,7 @@ class Engine:
         self.prompts = prompts
         self.prefix_len = common_prefix_len(prompts) if reuse_prefix else 0
         self.prefix_kv = None
+        self.fallback_rows = 0  # rows whose greedy output left the label drafts
         if self.prefix_len:
             ids = torch.tensor([list(prompts[0][: self.prefix_len])], device=self.device)
             with torch.inference_mode():
@@ -168,10 +169,10 @@ class Engine:
 
     # -- modes ------------------------------------------------------------------------------
 
-    def _generate(self, idx: list[int], max_new_tokens: int) -> list[str]:
+    def _decode(self, logits, cache, mask, next_pos, max_new_tokens: int) -> list[list[int]]:
+        """Plain greedy loop from prefill state: one forward per new token, rows stop at a stop token."""
         torch = self.torch
-        logits, cache, mask, next_pos = self.prefill(idx)
-        B = len(idx)
+        B = logits.shape[0]
         stop = torch.tensor(self.loaded.stop_ids, device=self.device)
         done = torch.zeros(B, dtype=torch.bool, device=self.device)
         tokens = []
@@ -188,29 +189,76 @@ class Engine:
             cache = out.past_key_values
             next_pos = next_pos + 1
             logits = out.logits[:, -1, :].float()
-        gen = torch.stack(tokens, dim=1).tolist()
+        return torch.stack(tokens, dim=1).tolist()
+
+    def _texts(self, rows: list[list[int]]) -> list[str]:
         stops = set(self.loaded.stop_ids)
-        texts = []
-        for row in gen:
+        out = []
+        for row in rows:
             cut = next((j for j, t in enumerate(row) if t in stops), len(row))
-            texts.append(self.loaded.tokenizer.decode(row[:cut], skip_special_tokens=True))
-        return texts
+            out.append(self.loaded.tokenizer.decode(row[:cut], skip_special_tokens=True))
+        return out
 
-    def generate(self, *, batch_size: int = 64, max_new_tokens: int = 16) -> Iterator[tuple[list[int], list[str]]]:
-        """Yield (indices, texts) per batch; greedy; longest prompts first."""
-        yield from self._with_backoff(lambda idx: self._generate(idx, max_new_tokens), batch_size)
+    def _generate(self, idx: list[int], max_new_tokens: int, label_ids: list[list[int]] | None = None) -> list[str]:
+        logits, cache, mask, next_pos = self.prefill(idx)
+        if not label_ids:
+            return self._texts(self._decode(logits, cache, mask, next_pos, max_new_tokens))
+        return self._texts(self._generate_with_drafts(logits, cache, mask, next_pos, max_new_tokens, label_ids))
 
-    def _choice(self, idx: list[int], label_ids: list[list[int]]):
-        """Log-likelihood of every label sequence after each prompt: [B, K].
+    def _generate_with_drafts(self, logits, cache, mask, next_pos, max_new_tokens: int,
+                              label_ids: list[list[int]]) -> list[list[int]]:
+        """Greedy generation for a closed label set, exactly: every label continuation is scored
+        in one packed forward; each row's greedy path is then read off those logits for as long as
+        it follows a label. Rows that leave every label fall back to the plain loop."""
+        torch = self.torch
+        prompt_len = mask.shape[1]
+        stops = set(self.loaded.stop_ids)
+        first = logits.argmax(-1).tolist()
+        logp, seg, offs, _ = self._packed_labels(cache, mask, next_pos, label_ids)
+        greedy_at = logp.argmax(-1).tolist() if logp is not None else None  # [B][S]
+        where = {(k, j): s for s, (k, j) in enumerate(zip(seg, offs))}
+        rows: list[list[int] | None] = []
+        for b, tok in enumerate(first):
+            out = [tok]
+            cands = [k for k, lab in enumerate(label_ids) if lab[0] == tok]
+            j = 0
+            while out[-1] not in stops and len(out) < max_new_tokens:
+                cands = [k for k in cands if j + 1 < len(label_ids[k]) and (k, j) in where]
+                if not cands:
+                    break
+                nxt = greedy_at[b][where[(cands[0], j)]]
+                out.append(nxt)
+                cands = [k for k in cands if label_ids[k][j + 1] == nxt]
+                j += 1
+            finished = out[-1] in stops or len(out) >= max_new_tokens
+            rows.append(out if finished else None)
+        todo = [b for b, r in enumerate(rows) if r is None]
+        if todo:  # left the label set: decode those rows normally from the prompt state
+            cache.crop(prompt_len)
+            sel = torch.tensor(todo, device=self.device)
+            cache.batch_select_indices(sel)
+            for b, r in zip(todo, self._decode(logits[sel], cache, mask[sel], next_pos[sel], max_new_tokens)):
+                rows[b] = r
+        self.fallback_rows += len(todo)
+        return rows
 
-        The first label token is scored from the prefill logits. The rest of all K labels are
-        packed into ONE sequence per row with a block-diagonal causal 4D mask (label k sees the
-        prompt and its own earlier tokens only), so the prompt cache is not copied K times.
+    def generate(self, *, batch_size: int = 64, max_new_tokens: int = 16,
+                 label_ids: list[list[int]] | None = None) -> Iterator[tuple[list[int], list[str]]]:
+        """Yield (indices, texts) per batch; greedy; longest prompts first.
+
+        With `label_ids` (a closed label set) the labels serve as verified drafts: same output as
+        plain greedy decoding, in about the cost of one extra forward pass.
+        """
+        yield from self._with_backoff(lambda idx: self._generate(idx, max_new_tokens, label_ids), batch_size)
+
+    def _packed_labels(self, cache, mask, next_pos, label_ids: list[list[int]]):
+        """One forward over all label continuations, packed in the sequence dimension.
+
+        Label k's tokens lab[:-1] are fed after the prompt with a block-diagonal causal 4D mask
+        (label k sees the prompt and its own earlier tokens only), so the prompt cache is not
+        copied K times. Returns (log-probs [B, S, V], segment ids [S], offsets [S], targets [S]).
         """
         torch = self.torch
-        logits, cache, mask, next_pos = self.prefill(idx)
-        B, K = len(idx), len(label_ids)
-        scores = torch.log_softmax(logits, dim=-1)[:, [lab[0] for lab in label_ids]]  # [B, K]
         inputs, targets, seg, offs = [], [], [], []
         for k, lab in enumerate(label_ids):
             inputs += lab[:-1]
@@ -219,11 +267,11 @@ class Engine:
             offs += list(range(len(lab) - 1))
         S = len(inputs)
         if S == 0:
-            return scores
+            return None, [], [], []
+        B = mask.shape[0]
         dev = self.device
         seg_t = torch.tensor(seg, device=dev)
         off_t = torch.tensor(offs, device=dev)
-        # label block: query (k, j) attends key (k', j') iff k == k' and j' <= j
         block = (seg_t[:, None] == seg_t[None, :]) & (off_t[None, :] <= off_t[:, None])  # [S, S]
         prompt = mask.bool()[:, None, None, :].expand(B, 1, S, mask.shape[1])
         full = torch.cat([prompt, block[None, None].expand(B, 1, S, S)], dim=-1)
@@ -233,10 +281,20 @@ class Engine:
         ids = torch.tensor(inputs, device=dev)[None, :].expand(B, S)
         pos = next_pos[:, None] + off_t[None, :]
         out = self.model(input_ids=ids, attention_mask=full, position_ids=pos, past_key_values=cache, use_cache=True)
-        lp = torch.log_softmax(out.logits.float(), dim=-1).gather(
-            -1, torch.tensor(targets, device=dev)[None, :, None].expand(B, S, 1))[..., 0]  # [B, S]
-        rest = torch.zeros((B, K), device=dev).index_add_(1, seg_t, lp)
-        return scores + rest
+        return torch.log_softmax(out.logits.float(), dim=-1), seg, offs, targets
+
+    def _choice(self, idx: list[int], label_ids: list[list[int]]):
+        """Log-likelihood of every label sequence after each prompt: [B, K]."""
+        torch = self.torch
+        logits, cache, mask, next_pos = self.prefill(idx)
+        B, K = len(idx), len(label_ids)
+        scores = torch.log_softmax(logits, dim=-1)[:, [lab[0] for lab in label_ids]]  # [B, K]
+        logp, seg, _, targets = self._packed_labels(cache, mask, next_pos, label_ids)
+        if logp is None:
+            return scores
+        dev = self.device
+        lp = logp.gather(-1, torch.tensor(targets, device=dev)[None, :, None].expand(B, len(targets), 1))[..., 0]
+        return scores + torch.zeros((B, K), device=dev).index_add_(1, torch.tensor(seg, device=dev), lp)
 
     def choice(self, label_ids: list[list[int]], *, batch_size: int = 64) -> Iterator[tuple[list[int], object]]:
         """Yield (indices, log-likelihood scores [B, K]) per batch."""
