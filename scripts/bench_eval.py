@@ -45,7 +45,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", help="ftk run directory (default: newest runs/agnews_tiny_real-*)")
     ap.add_argument("--n", type=int, default=7600)
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--batch-size", default="auto", help="ftk's batch size (auto: as `ftk eval` picks)")
+    ap.add_argument("--floor-batch-size", type=int, default=64)
     ap.add_argument("--lf-batch-sizes", default="16,64", help="LLaMA-Factory batch sizes to try besides 1")
     ap.add_argument("--skip-lf-bs1", action="store_true", help="skip the slow batch-size-1 run")
     ap.add_argument("--build-model", action="store_true", help="random-init model of the given size (no run)")
@@ -56,7 +57,7 @@ def main() -> None:
     import torch
 
     from ftk import generate as G
-    from ftk.evaluate import label_token_ids, max_new_tokens_for
+    from ftk.evaluate import auto_batch_size, label_token_ids, max_new_tokens_for
     from ftk.extract import make_extractor
     from ftk.prepare import prepare, read_records
     from ftk.tasks import load_task
@@ -83,8 +84,10 @@ def main() -> None:
     mnt = max_new_tokens_for(task, loaded.tokenizer, records)
     extract = make_extractor(task.labels)
     n = len(prompts)
+    args.batch_size = auto_batch_size() if args.batch_size == "auto" else int(args.batch_size)
     print(f"model {model} ({n_params / 1e6:.1f} M params, {loaded.model.dtype}, {device}); {n} prompts, "
-          f"mean {sum(map(len, prompts)) / n:.0f} tokens, max_new_tokens {mnt}")
+          f"mean {sum(map(len, prompts)) / n:.0f} tokens, max_new_tokens {mnt}; ftk batch size {args.batch_size}, "
+          f"floor batch size {args.floor_batch_size}")
 
     def sync():
         if device == "cuda":
@@ -94,12 +97,13 @@ def main() -> None:
     outputs: dict[str, list[str]] = {}
 
     eng = G.Engine(loaded, prompts)  # prefix KV computed here, once
-    labels = label_token_ids(task, loaded)
+    labels = label_token_ids(task, loaded, end=True)  # drafts end on the stop token
+    choice_labels = label_token_ids(task, loaded)
     # Warm-up, not timed: the first calls pay for allocator growth and kernel selection.
     warm = G.Engine(loaded, prompts[: args.batch_size])
     for _ in warm.generate(batch_size=args.batch_size, max_new_tokens=mnt):
         pass
-    for _ in warm.choice(labels, batch_size=args.batch_size):
+    for _ in warm.choice(choice_labels, batch_size=args.batch_size):
         pass
     for name, drafts in (("ftk generate", labels), ("ftk generate, no label drafts", None)):
         t0 = time.perf_counter()
@@ -114,7 +118,7 @@ def main() -> None:
 
     t0 = time.perf_counter()
     cho = [""] * n
-    for idx, scores in eng.choice(labels, batch_size=args.batch_size):
+    for idx, scores in eng.choice(choice_labels, batch_size=args.batch_size):
         for i, k in zip(idx, scores.argmax(-1).tolist()):
             cho[i] = task.target_for(task.labels[k])
     sync()
@@ -125,8 +129,8 @@ def main() -> None:
     pad = loaded.tokenizer.pad_token_id
     t0 = time.perf_counter()
     with torch.inference_mode():
-        for s in range(0, n, args.batch_size):
-            idx = order[s:s + args.batch_size]
+        for s in range(0, n, args.floor_batch_size):
+            idx = order[s:s + args.floor_batch_size]
             w = max(len(prompts[i]) for i in idx)
             ids = torch.full((len(idx), w), pad)
             mask = torch.zeros_like(ids)

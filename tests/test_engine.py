@@ -85,3 +85,23 @@ def test_label_drafts_give_exactly_plain_greedy_output(setup):
         drafted.update(zip(idx, texts))
     assert drafted == plain
     assert eng.fallback_rows > 0
+
+
+def test_label_end_token_only_when_a_label_prefixes_another():
+    from types import SimpleNamespace
+
+    from ftk.evaluate import label_token_ids
+    from ftk.tasks import TaskSpec
+
+    vocab = {"yes": [5], "yes please": [5, 6], "no": [7]}
+    tok = SimpleNamespace(encode=lambda text, add_special_tokens=False: list(vocab[text]), eos_token_id=99)
+    loaded = SimpleNamespace(tokenizer=tok, stop_ids=[99])
+
+    def task(labels):
+        return TaskSpec.model_validate({"name": "t", "kind": "classification", "labels": labels,
+                                        "sources": {"csv": {"reader": "csv", "label_column": "l"}},
+                                        "prompts": {"default": "p", "versions": {"p": "?"}}})
+
+    assert label_token_ids(task(["yes", "no"]), loaded) == [[5], [7]]
+    assert label_token_ids(task(["yes", "yes please", "no"]), loaded) == [[5, 99], [5, 6, 99], [7, 99]]
+    assert label_token_ids(task(["yes", "no"]), loaded, end=True) == [[5, 99], [7, 99]]

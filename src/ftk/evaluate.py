@@ -60,10 +60,21 @@ def max_new_tokens_for(task: TaskSpec, tokenizer, records: list[dict], margin: i
     return min(cap, 2 * longest + margin)
 
 
-def label_token_ids(task: TaskSpec, loaded) -> list[list[int]]:
-    """Each label's full target tokens followed by the template's end-of-turn token."""
-    end = loaded.stop_ids[0] if loaded.tokenizer.eos_token_id is None else loaded.tokenizer.eos_token_id
-    return [loaded.tokenizer.encode(task.target_for(lab), add_special_tokens=False) + [end] for lab in task.labels]
+def label_token_ids(task: TaskSpec, loaded, *, end: bool | None = None) -> list[list[int]]:
+    """Each label's target tokens; with the end-of-turn token appended when `end` is true, or (None)
+    only where needed: when one label's tokens are a prefix of another's. Drafts need `end=True`."""
+    ids = [loaded.tokenizer.encode(task.target_for(lab), add_special_tokens=False) for lab in task.labels]
+    if end is None:
+        end = any(a != b and b[: len(a)] == a for a in ids for b in ids)
+    if end:
+        eot = loaded.stop_ids[0] if loaded.tokenizer.eos_token_id is None else loaded.tokenizer.eos_token_id
+        ids = [x + [eot] for x in ids]
+    return ids
+
+
+def auto_batch_size() -> int:
+    """256 on a GPU (halved on out-of-memory); 32 on CPU, where smaller batches measured faster."""
+    return 256 if visible_gpus() else 32
 
 
 def predict(records: list[dict], out_dir: Path, *, model_path: str, template: str, task: TaskSpec,
@@ -107,7 +118,7 @@ def predict(records: list[dict], out_dir: Path, *, model_path: str, template: st
         batches = eng.choice(label_token_ids(task, loaded), batch_size=batch_size)
     else:
         # A closed label set serves as verified drafts: identical output to plain greedy decoding.
-        drafts = label_token_ids(task, loaded) if task.is_classification else None
+        drafts = label_token_ids(task, loaded, end=True) if task.is_classification else None
         batches = generate.Engine(loaded, prompts).generate(batch_size=batch_size, max_new_tokens=mnt,
                                                             label_ids=drafts)
     rate = generate.Throughput()
@@ -216,7 +227,7 @@ def evaluate_run(run_dir: str | Path, *, out_dir: str | Path | None = None, batc
     out_dir = Path(out_dir) if out_dir else run_dir / (f"eval-{split}" + ("" if mode == "generate" else f"-{mode}"))
     bs = batch_size or recipe.eval.batch_size
     if bs == "auto":
-        bs = 256 if visible_gpus() else 64
+        bs = auto_batch_size()
     kwargs = dict(model_path=model_path, adapter=adapter, template=recipe.model.template, task=task,
                   batch_size=bs, max_new_tokens=recipe.eval.max_new_tokens,
                   cutoff_len=recipe.train.cutoff_len, trust_remote_code=recipe.model.trust_remote_code,

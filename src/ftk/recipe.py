@@ -135,7 +135,7 @@ class TrackingConfig(_Strict):
 class EvalConfig(_Strict):
     split: str = "test"
     batch_size: int | Literal["auto"] = Field(
-        "auto", description="generation batch size; auto = 256 on a GPU (halved on out-of-memory), 64 on CPU")
+        "auto", description="generation batch size; auto = 256 on a GPU (halved on out-of-memory), 32 on CPU")
     max_new_tokens: int | None = Field(None, description="default: longest target + margin")
     limit: int | None = Field(None, description="evaluate only the first N test rows")
     mode: Literal["generate", "choice"] = Field("generate", description="free generation or label-choice scoring")
