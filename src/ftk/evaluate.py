@@ -42,12 +42,11 @@ def read_done(path: Path) -> dict[str, dict]:
     return done
 
 
-def _rewrite_clean(path: Path, done: dict[str, dict]) -> None:
-    tmp = path.with_suffix(".jsonl.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for row in done.values():
+def _write_rows(path: Path, rows) -> None:
+    """Replace the predictions file atomically with `rows` (drops a torn last line, fixes order)."""
+    with atomic_open(path) as fh:
+        for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
 
 
 def max_new_tokens_for(task: TaskSpec, tokenizer, records: list[dict], margin: int = 4, cap: int = 512) -> int:
@@ -93,12 +92,12 @@ def predict(records: list[dict], out_dir: Path, *, model_path: str, template: st
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / file_name
     done = read_done(path)
-    if done:
-        _rewrite_clean(path, done)
     todo = [r for r in records if r["id"] not in done]
     if not todo:
-        _write_in_order(path, records, done)
+        _write_rows(path, [done[r["id"]] for r in records])
         return done
+    if done:
+        _write_rows(path, done.values())  # resume: drop a torn last line before appending
     loaded = generate.load(model_path, template, adapter=adapter, trust_remote_code=trust_remote_code) \
         if engine == "hf" else None
     if engine == "vllm":
@@ -144,16 +143,8 @@ def predict(records: list[dict], out_dir: Path, *, model_path: str, template: st
             os.fsync(fh.fileno())
             bar.update(len(idx))
             bar.set_postfix({"ex/s": f"{rate.add(len(idx)):.1f}"})
-    _write_in_order(path, records, done)
+    _write_rows(path, [done[r["id"]] for r in records])  # complete: the data's original order
     return done
-
-
-def _write_in_order(path: Path, records: list[dict], done: dict[str, dict]) -> None:
-    """Once complete, the predictions file lists rows in the data's original order."""
-    if all(r["id"] in done for r in records):
-        with atomic_open(path) as fh:
-            for r in records:
-                fh.write(json.dumps(done[r["id"]], ensure_ascii=False) + "\n")
 
 
 def visible_gpus() -> int:
@@ -186,14 +177,11 @@ def predict_sharded(run_dir: Path, records: list[dict], out_dir: Path, shards: i
     merged: dict[str, dict] = read_done(out_dir / PREDICTIONS)
     for i in range(shards):
         merged.update(read_done(out_dir / f"predictions.shard-{i}.jsonl"))
-    ids = {r["id"] for r in records}
-    with atomic_open(out_dir / PREDICTIONS) as fh:
-        for r in records:
-            if r["id"] in merged:
-                fh.write(json.dumps(merged[r["id"]], ensure_ascii=False) + "\n")
+    kept = {r["id"]: merged[r["id"]] for r in records if r["id"] in merged}
+    _write_rows(out_dir / PREDICTIONS, kept.values())
     for i in range(shards):
         (out_dir / f"predictions.shard-{i}.jsonl").unlink(missing_ok=True)
-    return {k: v for k, v in merged.items() if k in ids}
+    return kept
 
 
 def eval_split_records(recipe: Recipe, split: str, limit: int | None = None) -> list[dict]:

@@ -219,13 +219,13 @@ def train(recipe: Recipe, recipe_path: str | Path, overrides: list[str] | None =
     if not recipe.data.train and not Path(recipe.data.prepared_dir, "manifest.json").exists():
         raise FtkError("no training data: set `data.train`", path=recipe_path, where="data.train")
     ensure_model(recipe)
-    data_manifest = ensure_prepared(recipe)
     stage_data = {}
     for name, stage in recipe.stage_recipes():  # every stage's data before anything launches
         m = ensure_prepared(stage)
         if "train" not in m.get("splits", {}):
             raise FtkError("prepared data has no train split", path=Path(stage.data.prepared_dir) / "manifest.json")
         stage_data[name] = m
+    data_manifest = stage_data[name]  # the last stage's data, the one `ftk eval` uses
     run_dir = runs.new_run_dir(recipe.runs_dir, recipe.name)
     topo = _single_node_port(recipe, topo or Topology())
     plans = plan(recipe, run_dir, topo)
