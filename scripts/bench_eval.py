@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def lf_predict(model: str, data_dir: Path, out: Path, batch_size: int, max_new_tokens: int, cutoff: int) -> tuple[float, list[str]]:
-    from ftk.llamafactory import render_predict_args
+    from ftk.train.llamafactory import render_predict_args
 
     args = render_predict_args(model_name_or_path=model, template="llama3", dataset_dir=str(data_dir),
                                eval_dataset="bench_test", output_dir=str(out), batch_size=batch_size,
@@ -56,11 +56,12 @@ def main() -> None:
 
     import torch
 
-    from ftk import generate as G
-    from ftk.evaluate import auto_batch_size, label_token_ids, max_new_tokens_for
-    from ftk.extract import make_extractor
-    from ftk.prepare import prepare, read_records
-    from ftk.tasks import load_task
+    from ftk.data.prepare import prepare
+    from ftk.data.records import read_records
+    from ftk.data.task import load_task
+    from ftk.eval import generate as G
+    from ftk.eval.evaluate import auto_batch_size, label_token_ids, max_new_tokens_for
+    from ftk.eval.extract import make_extractor
 
     task = load_task("agnews")
     tmp = Path(tempfile.mkdtemp(prefix="ftk-bench-eval-"))
@@ -68,8 +69,8 @@ def main() -> None:
     prepare(task, {"test": str(test_csv)}, tmp / "data", prefix="bench", max_samples={"test": args.n})
     records = read_records(tmp / "data" / "bench_test.jsonl")
     if args.build_model:
-        from ftk.sources import iter_lines
-        from ftk.tiny import build_tiny_model
+        from ftk.data.sources import iter_lines
+        from ftk.train.tiny import build_tiny_model
 
         model = str(build_tiny_model(tmp / "model", iter_lines([test_csv]), hidden_size=args.hidden_size,
                                      num_layers=args.layers, num_heads=max(4, args.hidden_size // 64),

@@ -38,9 +38,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40)
     args = ap.parse_args()
 
-    from ftk.synth import write_dataset
-    from ftk.sources import iter_lines
-    from ftk.tiny import build_tiny_model
+    from ftk.data.sources import iter_lines
+    from ftk.data.synth import write_dataset
+    from ftk.train.tiny import build_tiny_model
 
     tmp = Path(tempfile.mkdtemp(prefix="ftk-bench-launch-"))
     env = dict(os.environ, PYTHONWARNINGS="ignore::FutureWarning", HF_HUB_OFFLINE="1")

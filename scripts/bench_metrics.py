@@ -16,8 +16,8 @@ import time
 import numpy as np
 from sklearn.metrics import classification_report
 
-from ftk.extract import INVALID
-from ftk.metrics import classification_metrics
+from ftk.eval.extract import INVALID
+from ftk.eval.metrics import classification_metrics
 
 LABELS = ["World", "Sports", "Business", "Sci/Tech"]
 

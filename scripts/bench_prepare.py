@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from ftk.prepare import prepare
-from ftk.tasks import load_task
+from ftk.data.prepare import prepare
+from ftk.data.task import load_task
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO.parent / "shared" / "realdata" / "yelp_review_full" / "hf_train_sample1000_full_dataset.csv"

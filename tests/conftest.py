@@ -31,7 +31,7 @@ def run_ftk(*args: str, cwd: Path | None = None, timeout: int = 600) -> subproce
 
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory) -> Path:
-    from ftk.synth import write_dataset
+    from ftk.data.synth import write_dataset
 
     out = tmp_path_factory.mktemp("synth")
     write_dataset(out, n_train=2000, n_test=200, seed=0)
@@ -40,8 +40,8 @@ def synth_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory, synth_dir) -> Path:
-    from ftk.sources import iter_lines
-    from ftk.tiny import build_tiny_model
+    from ftk.data.sources import iter_lines
+    from ftk.train.tiny import build_tiny_model
 
     out = tmp_path_factory.mktemp("models") / "tiny"
     build_tiny_model(out, iter_lines([synth_dir / "train.csv"]))

@@ -7,7 +7,6 @@ import sys
 
 import pytest
 import yaml
-
 from conftest import REPO, run_ftk
 
 pytestmark = pytest.mark.slow
@@ -68,7 +67,7 @@ def test_train_then_eval_end_to_end(trained):
 
 def test_llamafactory_predictions_scored_like_ftk_eval(trained):
     """LLaMA-Factory's own predict (greedy) -> generated_predictions.jsonl -> ftk eval --predictions."""
-    from ftk.llamafactory import render_predict_args
+    from ftk.train.llamafactory import render_predict_args
 
     tmp, run_dir = trained
     out = run_dir / "eval-test"
@@ -94,7 +93,7 @@ def test_llamafactory_predictions_scored_like_ftk_eval(trained):
 
 def test_user_defined_task_from_unseen_tsv(tmp_path, tiny_model):
     """A task YAML for a file ftk has never seen: other columns, other labels, no code change."""
-    from ftk.synth import generate
+    from ftk.data.synth import generate
 
     codes = {"1": "P", "2": "S", "3": "M", "4": "T"}
     for split, n, seed in (("train", 2000, 10), ("test", 200, 11)):

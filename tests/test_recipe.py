@@ -1,7 +1,7 @@
 
 import pytest
-
 from conftest import REPO
+
 from ftk.errors import FtkError
 from ftk.recipe import load_recipe
 

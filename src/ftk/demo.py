@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ftk import synth
-from ftk.evaluate import evaluate_run
-from ftk.prepare import prepare_recipe
+from ftk.data import synth
+from ftk.data.prepare import prepare_recipe
+from ftk.eval.evaluate import evaluate_run
+from ftk.eval.report import print_table
 from ftk.recipe import load_recipe
-from ftk.report import print_table
-from ftk.train import ensure_model, train
+from ftk.train.run import ensure_model, train
 
 DEFAULT_RECIPE = "configs/agnews_tiny_cpu.yaml"
 

@@ -8,6 +8,10 @@ code 2; nothing else in ftk calls `sys.exit`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 EXIT_USER_ERROR = 2
 
@@ -25,3 +29,15 @@ class FtkError(Exception):
                 prefix += f":{where}" if where[:1].isdigit() else f": {where}"
             prefix += ": "
         super().__init__(prefix + message)
+
+
+def format_validation_error(exc: "ValidationError") -> str:
+    """All pydantic errors on one line: `key.path: message; other.key: message`."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        parts.append(f"`{loc}`: {msg}" if loc else msg)
+    return "; ".join(parts)

@@ -12,10 +12,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from ftk.errors import FtkError
-from ftk.tasks import format_validation_error
+from ftk.errors import FtkError, format_validation_error
 
 
 class _Strict(BaseModel):

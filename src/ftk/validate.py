@@ -18,10 +18,10 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ftk.data.sources import HUB_PREFIX
+from ftk.data.task import load_task
 from ftk.errors import FtkError
 from ftk.recipe import Recipe, load_recipe
-from ftk.sources import HUB_PREFIX
-from ftk.tasks import load_task
 
 HARDWARE_KEYS = ("bf16", "fp16", "deepspeed", "flash_attn", "quantization_bit")
 
@@ -99,7 +99,7 @@ def check_names(recipe: Recipe, dataset_names: list[str]) -> list[str]:
 
 def validate(path: str | Path, overrides: list[str] | None = None) -> Report:
     """Validate a recipe; raise FtkError listing every problem, or return the report."""
-    from ftk.train import dry_run
+    from ftk.train.run import dry_run
 
     recipe = load_recipe(path, overrides)  # schema errors: all at once, with file and key
     report = Report(str(path))

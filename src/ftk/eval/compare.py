@@ -1,0 +1,158 @@
+"""`ftk compare A B`: two evaluations of the same test items side by side, with paired tests.
+
+McNemar's test on per-item correctness (exact binomial when there are fewer than 25 discordant
+items, chi-square with continuity correction otherwise) and a paired bootstrap for macro F1.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ftk.data.task import load_task
+from ftk.errors import FtkError
+from ftk.eval.evaluate import read_done
+from ftk.eval.extract import make_extractor
+from ftk.eval.metrics import classification_metrics, label_codes, macro_f1_from_codes
+
+HEADLINE = ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "mcc", "invalid_rate")
+
+
+def find_eval_dir(path: str | Path) -> Path:
+    """An eval folder (has metrics.json) or a run folder holding exactly one eval-* folder."""
+    path = Path(path)
+    if (path / "metrics.json").is_file():
+        return path
+    evals = sorted(p for p in path.glob("eval-*") if (p / "metrics.json").is_file())
+    if len(evals) == 1:
+        return evals[0]
+    if not evals:
+        raise FtkError("no metrics.json here nor in an eval-* folder (run `ftk eval` first)", path=path)
+    raise FtkError(f"several evaluations ({', '.join(p.name for p in evals)}); name one", path=path)
+
+
+def mcnemar(a_correct: np.ndarray, b_correct: np.ndarray) -> dict:
+    from scipy.stats import binomtest, chi2
+
+    b = int(np.sum(a_correct & ~b_correct))  # A right, B wrong
+    c = int(np.sum(~a_correct & b_correct))  # A wrong, B right
+    if b + c == 0:
+        p = 1.0
+        method = "none (no discordant items)"
+    elif b + c < 25:
+        p = float(binomtest(b, b + c, 0.5).pvalue)
+        method = "exact binomial"
+    else:
+        stat = (abs(b - c) - 1) ** 2 / (b + c)
+        p = float(chi2.sf(stat, 1))
+        method = "chi-square, continuity corrected"
+    return {"a_only_correct": b, "b_only_correct": c, "p_value": p, "method": method}
+
+
+def paired_bootstrap_f1(gold, pred_a, pred_b, labels, *, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Macro-F1 difference B - A over the same resampled items (two-sided p from the deltas)."""
+    k = len(labels)
+    codes_a = label_codes(gold, pred_a, labels)
+    codes_b = label_codes(gold, pred_b, labels)
+    rng = np.random.default_rng(seed)
+    n = len(codes_a)
+    deltas = np.empty(n_boot)
+    for i in range(n_boot):
+        idx = rng.integers(0, n, n)
+        deltas[i] = macro_f1_from_codes(codes_b[idx], k) - macro_f1_from_codes(codes_a[idx], k)
+    observed = macro_f1_from_codes(codes_b, k) - macro_f1_from_codes(codes_a, k)
+    p = 2 * min((deltas <= 0).mean(), (deltas >= 0).mean())
+    lo, hi = np.quantile(deltas, [0.025, 0.975])
+    return {"delta": float(observed), "ci95": [float(lo), float(hi)], "p_value": float(min(p, 1.0)),
+            "n_boot": n_boot}
+
+
+def _read_scores(d: Path) -> dict[str, dict]:
+    path = d / "scores.jsonl"
+    if not path.exists():
+        raise FtkError("no scores.jsonl (evaluate again with this ftk version)", path=d)
+    return {r["id"]: r for r in (json.loads(line) for line in path.open()) }
+
+
+def _numeric(m: dict) -> dict[str, float]:
+    out = {k: float(v) for k, v in m.items()
+           if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("n", "shards")}
+    out.update({f"{k} (rows)": float(v) for k, v in m.get("per_metric", {}).items()})
+    return out
+
+
+def compare_generic(da: Path, db: Path, ma: dict, mb: dict) -> dict:
+    """Any task kind: headline numbers side by side, McNemar on per-item correctness, and a
+    paired bootstrap on the per-item score (or correctness)."""
+    sa, sb = _read_scores(da), _read_scores(db)
+    if set(sa) != set(sb):
+        raise FtkError(f"the two evaluations cover different items ({len(sa)} vs {len(sb)} ids)", path=db)
+    ids = sorted(sa)
+    ca = np.array([sa[i]["correct"] for i in ids])
+    cb = np.array([sb[i]["correct"] for i in ids])
+    va = np.array([sa[i].get("score") if sa[i].get("score") is not None else float(sa[i]["correct"]) for i in ids])
+    vb = np.array([sb[i].get("score") if sb[i].get("score") is not None else float(sb[i]["correct"]) for i in ids])
+    rng = np.random.default_rng(0)
+    deltas = np.array([(vb[idx] - va[idx]).mean() for idx in (rng.integers(0, len(ids), len(ids)) for _ in range(1000))])
+    p = float(min(1.0, 2 * min((deltas <= 0).mean(), (deltas >= 0).mean())))
+    na, nb = _numeric(ma), _numeric(mb)
+    return {
+        "a": str(da), "b": str(db), "task": ma.get("task"), "n": len(ids),
+        "metrics": {k: {"a": na[k], "b": nb[k], "delta": nb[k] - na[k]} for k in na if k in nb},
+        "per_class_f1": {},
+        "mcnemar": mcnemar(ca, cb),
+        "paired_bootstrap_item_score": {"delta": float(vb.mean() - va.mean()),
+                                        "ci95": [float(x) for x in np.quantile(deltas, [0.025, 0.975])],
+                                        "p_value": p, "n_boot": 1000},
+    }
+
+
+def compare(path_a: str | Path, path_b: str | Path) -> dict:
+    da, db = find_eval_dir(path_a), find_eval_dir(path_b)
+    ma = json.loads((da / "metrics.json").read_text())
+    mb = json.loads((db / "metrics.json").read_text())
+    if ma.get("task") != mb.get("task"):
+        raise FtkError(f"different tasks: {ma.get('task')} vs {mb.get('task')}", path=db)
+    if ma.get("kind", "classification") not in ("classification", "pair_classification"):
+        return compare_generic(da, db, ma, mb)
+    task = load_task(ma["task"])
+    pa, pb = read_done(da / "predictions.jsonl"), read_done(db / "predictions.jsonl")
+    if set(pa) != set(pb):
+        raise FtkError(f"the two evaluations cover different items ({len(pa)} vs {len(pb)} ids, "
+                       f"{len(set(pa) ^ set(pb))} not shared)", path=db)
+    ids = sorted(pa)
+    extract = make_extractor(task.labels, task.extraction.steps, task.extraction.synonyms)
+    gold = [pa[i]["label"] for i in ids]
+    pred_a = [extract(pa[i]["predict"]) for i in ids]
+    pred_b = [extract(pb[i]["predict"]) for i in ids]
+    a = classification_metrics(gold, pred_a, task.labels)
+    b = classification_metrics(gold, pred_b, task.labels)
+    ca = np.array([x == y for x, y in zip(gold, pred_a)])
+    cb = np.array([x == y for x, y in zip(gold, pred_b)])
+    return {
+        "a": str(da), "b": str(db), "task": task.name, "n": len(ids),
+        "metrics": {k: {"a": a[k], "b": b[k], "delta": b[k] - a[k]} for k in HEADLINE},
+        "per_class_f1": {lab: {"a": a["per_class"][lab]["f1"], "b": b["per_class"][lab]["f1"],
+                               "delta": b["per_class"][lab]["f1"] - a["per_class"][lab]["f1"]}
+                         for lab in task.labels},
+        "mcnemar": mcnemar(ca, cb),
+        "paired_bootstrap_macro_f1": paired_bootstrap_f1(gold, pred_a, pred_b, task.labels),
+    }
+
+
+def compare_markdown(c: dict) -> str:
+    lines = [f"# {c['task']}: A vs B (n = {c['n']} shared items)", "",
+             f"- A: `{c['a']}`", f"- B: `{c['b']}`", "",
+             "| metric | A | B | B - A |", "|---|---:|---:|---:|"]
+    for k, v in {**c["metrics"], **{f"F1 {lab}": v for lab, v in c["per_class_f1"].items()}}.items():
+        lines.append(f"| {k} | {v['a']:.4f} | {v['b']:.4f} | {v['delta']:+.4f} |")
+    m = c["mcnemar"]
+    what, bs = (("macro F1", c["paired_bootstrap_macro_f1"]) if "paired_bootstrap_macro_f1" in c
+                else ("mean item score", c["paired_bootstrap_item_score"]))
+    lines += ["", f"McNemar (per-item correctness): A-only correct {m['a_only_correct']}, B-only correct "
+                  f"{m['b_only_correct']}, p = {m['p_value']:.4g} ({m['method']})",
+              f"Paired bootstrap ({what}, {bs['n_boot']} resamples): delta {bs['delta']:+.4f}, "
+              f"95% CI [{bs['ci95'][0]:+.4f}, {bs['ci95'][1]:+.4f}], p = {bs['p_value']:.4g}"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,133 @@
+"""metrics.json, report.md, errors.jsonl, confusion.png and the terminal table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ftk.fileio import atomic_open, write_json, write_text
+from ftk.train.runs import package_versions
+
+
+def _ci_line(m: dict) -> list[str]:
+    return [f"95% bootstrap CI of {k}: [{lo:.4f}, {hi:.4f}]" for k, (lo, hi) in m.get("ci95", {}).items()]
+
+
+def markdown_report(m: dict) -> str:
+    if m.get("kind") == "ner":
+        return _markdown_ner(m)
+    if m.get("kind") == "shopbench":
+        return _markdown_shopbench(m)
+    lines = [
+        f"# {m.get('task', '')} evaluation",
+        "",
+        f"n = {m['n']} | accuracy = {m['accuracy']:.4f} | macro F1 = {m['macro_f1']:.4f} | "
+        f"micro F1 = {m['micro_f1']:.4f} | weighted F1 = {m['weighted_f1']:.4f} | "
+        f"MCC = {m['mcc']:.4f} | invalid = {m['invalid']} ({m['invalid_rate']:.2%})",
+        "",
+        *_ci_line(m),
+        "",
+        "| label | precision | recall | F1 | support | invalid |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for lab, c in m["per_class"].items():
+        lines.append(f"| {lab} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | "
+                     f"{c['support']} | {c['invalid']} |")
+    lines.append(f"| **macro** | {m['macro_precision']:.4f} | {m['macro_recall']:.4f} | "
+                 f"{m['macro_f1']:.4f} | {m['n']} | {m['invalid']} |")
+    conf = m["confusion"]
+    lines += ["", "Confusion (rows = gold, columns = predicted):", "",
+              "| gold \\ pred | " + " | ".join(conf["columns"]) + " |",
+              "|---|" + "---:|" * len(conf["columns"])]
+    for lab, row in zip(conf["labels"], conf["matrix"]):
+        lines.append(f"| {lab} | " + " | ".join(str(x) for x in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _markdown_ner(m: dict) -> str:
+    lines = [f"# {m.get('task', '')} evaluation (entity level, strict IOB2)", "",
+             f"n = {m['n']} sentences | precision = {m['precision']:.4f} | recall = {m['recall']:.4f} | "
+             f"F1 = {m['f1']:.4f} | token accuracy = {m['token_accuracy']:.4f} | "
+             f"invalid = {m['invalid']} ({m['invalid_rate']:.2%}) | unaligned spans = {m['unaligned_spans']}",
+             "", *_ci_line(m), "", "| type | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
+    for t, c in m["per_type"].items():
+        lines.append(f"| {t} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | {c['support']} |")
+    return "\n".join(lines) + "\n"
+
+
+def _markdown_shopbench(m: dict) -> str:
+    lines = [f"# {m.get('task', '')} evaluation", "",
+             f"n = {m['n']} | overall score = {m['score']:.4f} | invalid = {m['invalid']} ({m['invalid_rate']:.2%})",
+             "", *_ci_line(m), "", "| metric | score | rows |", "|---|---:|---:|"]
+    for k, v in m["per_metric"].items():
+        lines.append(f"| {k} | {v:.4f} | {m['rows_per_metric'].get(k, '')} |")
+    lines += ["", "| task type | invalid |", "|---|---:|"]
+    lines += [f"| {k} | {v} |" for k, v in m["invalid_by_task_type"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def print_table(m: dict) -> None:
+    from rich.console import Console
+    from rich.markdown import Markdown
+    from rich.table import Table
+
+    if m.get("kind") in ("ner", "shopbench"):
+        Console().print(Markdown(markdown_report(m)))
+        return
+
+    ci = "".join(f", {k} 95% CI [{lo:.4f}, {hi:.4f}]" for k, (lo, hi) in m.get("ci95", {}).items())
+    table = Table(title=f"{m.get('task', '')}: accuracy {m['accuracy']:.4f}, macro F1 {m['macro_f1']:.4f}, "
+                        f"invalid {m['invalid_rate']:.2%} (n={m['n']}{ci})")
+    for col in ("label", "precision", "recall", "F1", "support", "invalid"):
+        table.add_column(col, justify="left" if col == "label" else "right")
+    for lab, c in m["per_class"].items():
+        table.add_row(lab, f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{c['f1']:.4f}",
+                      str(c["support"]), str(c["invalid"]))
+    table.add_row("macro", f"{m['macro_precision']:.4f}", f"{m['macro_recall']:.4f}", f"{m['macro_f1']:.4f}",
+                  str(m["n"]), str(m["invalid"]), style="bold")
+    Console().print(table)
+
+
+def confusion_png(m: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    conf = m["confusion"]
+    mat = np.array(conf["matrix"])
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * mat.shape[1], 1.0 + 0.8 * mat.shape[0]))
+    ax.imshow(mat, cmap="Blues")
+    ax.set_xticks(range(mat.shape[1]), conf["columns"], rotation=45, ha="right")
+    ax.set_yticks(range(mat.shape[0]), conf["labels"])
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("gold")
+    thresh = mat.max() / 2 if mat.size else 0
+    for i in range(mat.shape[0]):
+        for j in range(mat.shape[1]):
+            ax.text(j, i, str(mat[i, j]), ha="center", va="center",
+                    color="white" if mat[i, j] > thresh else "black", fontsize=8)
+    ax.set_title(f"{m.get('task', '')} accuracy {m['accuracy']:.3f}")
+    fig.tight_layout()
+    with atomic_open(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=120)
+    plt.close(fig)
+
+
+def write_outputs(out_dir: Path, metrics: dict, rows: list[dict]) -> None:
+    metrics = dict(metrics, versions=package_versions())
+    write_json(out_dir / "metrics.json", metrics)
+    write_text(out_dir / "report.md", markdown_report(metrics))
+    with atomic_open(out_dir / "scores.jsonl") as fh:  # per item, for paired comparisons
+        for r in rows:
+            item = {"id": r["id"], "correct": bool(r["correct"]), "invalid": bool(r["invalid"])}
+            if r.get("score") is not None:
+                item["score"] = float(r["score"]) if not isinstance(r["score"], (list, tuple)) else None
+            fh.write(json.dumps(item) + "\n")
+    with atomic_open(out_dir / "errors.jsonl") as fh:
+        for r in rows:
+            if not r["correct"]:
+                fh.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
+    if "confusion" in metrics:
+        confusion_png(metrics, out_dir / "confusion.png")

@@ -1,0 +1,160 @@
+"""Scoring predictions against prepared records, one function per task kind.
+
+Each returns (metrics, rows): metrics for metrics.json and rows for errors.jsonl (each row has
+`correct` and `invalid`). Unparseable outputs are invalid: they count as wrong, never dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+
+import numpy as np
+
+from ftk.data import spans
+from ftk.data.records import user_content
+from ftk.data.task import TaskSpec
+from ftk.errors import FtkError
+from ftk.eval import metrics as M
+from ftk.eval import shopbench
+from ftk.eval.extract import INVALID, make_extractor
+
+
+def score(task: TaskSpec, records: list[dict], preds: dict[str, dict]) -> tuple[dict, list[dict]]:
+    missing = [r["id"] for r in records if r["id"] not in preds]
+    if missing:
+        raise FtkError(f"{len(missing)} record(s) have no prediction, first {missing[0]!r}")
+    if task.is_classification:
+        metrics, rows = score_classification(task, records, preds)
+    elif task.kind == "ner":
+        metrics, rows = score_ner(task, records, preds)
+    elif task.kind == "shopbench":
+        metrics, rows = score_shopbench(records, preds)
+    else:
+        raise FtkError(f"task {task.name!r} of kind {task.kind!r} has nothing to score")
+    metrics["task"] = task.name
+    metrics["kind"] = task.kind
+    return metrics, rows
+
+
+def _row(r: dict, text: str, extracted, correct: bool, invalid: bool) -> dict:
+    return {"id": r["id"], "prompt": user_content(r), "label": r.get("label", r.get("output")),
+            "predict": text, "extracted": extracted, "correct": bool(correct), "invalid": bool(invalid)}
+
+
+def score_classification(task: TaskSpec, records: list[dict], preds: dict[str, dict]) -> tuple[dict, list[dict]]:
+    extract = make_extractor(task.labels, task.extraction.steps, task.extraction.synonyms)
+    rows = []
+    for r in records:
+        text = preds[r["id"]]["predict"]
+        got = extract(text)
+        rows.append(_row(r, text, got, got == r["label"], got == INVALID))
+    gold, pred = [x["label"] for x in rows], [x["extracted"] for x in rows]
+    metrics = M.classification_metrics(gold, pred, task.labels)
+    headline = task.metrics[0] if task.metrics and task.metrics[0] in ("accuracy", "macro_f1") else "accuracy"
+    lo, hi = M.classification_ci(gold, pred, task.labels, headline)
+    metrics.update({"headline": headline, "ci95": {headline: [lo, hi]}})
+    return metrics, rows
+
+
+def score_ner(task: TaskSpec, records: list[dict], preds: dict[str, dict]) -> tuple[dict, list[dict]]:
+    gold_tags, pred_tags, rows = [], [], []
+    invalid = unaligned = 0
+    for r in records:
+        text = preds[r["id"]]["predict"]
+        parsed = spans.parse_entities(text, task.labels)
+        if parsed.valid:
+            tags, missing = spans.entities_to_tags(r["tokens"], parsed.entities)
+            unaligned += missing
+        else:
+            tags = ["O"] * len(r["tokens"])
+            invalid += 1
+        gold_tags.append(r["tags"])
+        pred_tags.append(tags)
+        rows.append(_row(r, text, spans.target_for_tags(r["tokens"], tags), tags == r["tags"], not parsed.valid))
+    metrics = M.ner_metrics(gold_tags, pred_tags)
+    n = len(records)
+    metrics.update({"invalid": invalid, "invalid_rate": invalid / n if n else 0.0,
+                    "unaligned_spans": unaligned, "sentence_exact_match": float(np.mean([x["correct"] for x in rows]))})
+
+    def f1_of(idx):
+        return M.ner_metrics([gold_tags[i] for i in idx], [pred_tags[i] for i in idx])["f1"]
+
+    metrics["headline"] = "f1"
+    metrics["ci95"] = {"f1": list(M.bootstrap_ci(f1_of, n, n_boot=200))}
+    return metrics, rows
+
+
+def score_shopbench(records: list[dict], preds: dict[str, dict]) -> tuple[dict, list[dict]]:
+    """Per-row metric named by the row; per-metric means; NER micro-F1 over its rows; overall mean."""
+    by_metric: dict[str, list[float]] = defaultdict(list)
+    ner_counts: list[tuple[int, int, int]] = []
+    by_type_invalid: dict[str, list[bool]] = defaultdict(list)
+    gen_rows: list[tuple[int, str, object]] = []
+    counts_by_row: dict[int, tuple[int, int, int]] = {}
+    rows = []
+    for r in records:
+        text = preds[r["id"]]["predict"]
+        tt, metric = r["task_type"], r["metric"]
+        gold = json.loads(r["gold"]) if isinstance(r["gold"], str) else r["gold"]
+        parsed = shopbench.parse(tt, text)
+        invalid = parsed is None
+        by_type_invalid[tt].append(invalid)
+        if metric == "sent-transformer":
+            gen_rows.append((len(rows), parsed or "", gold))
+            value = None
+        else:
+            value = shopbench.score_row(metric, tt, parsed, gold)
+            if metric == "micro f1":
+                ner_counts.append(value)
+                counts_by_row[len(rows)] = value
+                tp, fp, fn = value
+                value = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+            else:
+                by_metric[metric].append(float(value))
+        rows.append({"id": r["id"], "prompt": user_content(r), "label": gold, "predict": text,
+                     "extracted": parsed, "task_type": tt, "metric": metric, "score": value,
+                     "correct": value is not None and value >= 1.0, "invalid": invalid})
+    if gen_rows:
+        sims = M.sentence_similarity([g for _, g, _ in gen_rows], [t for _, _, t in gen_rows])
+        for (i, _, _), s in zip(gen_rows, sims):
+            rows[i]["score"] = s
+            rows[i]["correct"] = s >= 1.0
+        by_metric["sent-transformer"] = sims
+    per_metric = {k: float(np.mean(v)) for k, v in sorted(by_metric.items())}
+    if ner_counts:
+        tp, fp, fn = (sum(x[i] for x in ner_counts) for i in range(3))
+        p = tp / (tp + fp) if tp + fp else 0.0
+        rec = tp / (tp + fn) if tp + fn else 0.0
+        per_metric["micro f1"] = 2 * p * rec / (p + rec) if p + rec else 0.0
+    n = len(records)
+    n_invalid = sum(x["invalid"] for x in rows)
+    overall = float(np.mean(list(per_metric.values()))) if per_metric else 0.0
+
+    def overall_of(idx) -> float:
+        """The overall score on a resample of rows (NER micro-F1 recomputed from its counts)."""
+        sums: dict[str, list[float]] = defaultdict(list)
+        tp = fp = fn = 0
+        for i in idx:
+            if i in counts_by_row:
+                a, b, c = counts_by_row[i]
+                tp, fp, fn = tp + a, fp + b, fn + c
+            else:
+                sums[rows[i]["metric"]].append(rows[i]["score"])
+        means = [float(np.mean(v)) for v in sums.values()]
+        if tp + fp + fn:
+            means.append(2 * tp / (2 * tp + fp + fn))
+        return float(np.mean(means)) if means else 0.0
+
+    return {
+        "n": n,
+        "score": overall,
+        "per_metric": per_metric,
+        "rows_per_metric": {k: len(v) for k, v in sorted(by_metric.items())} | (
+            {"micro f1": len(ner_counts)} if ner_counts else {}),
+        "invalid": n_invalid,
+        "invalid_rate": n_invalid / n if n else 0.0,
+        "invalid_by_task_type": {k: int(sum(v)) for k, v in sorted(by_type_invalid.items())},
+        "headline": "score",
+        "ci95": {"score": list(M.bootstrap_ci(overall_of, n, n_boot=300))},
+    }, rows

@@ -1,0 +1,101 @@
+"""`ftk export RUN`: merge a run's LoRA adapter into a full model with LLaMA-Factory's export.
+
+The checkpoint is the final model (`last`), a step number, or `best`: the saved checkpoint with the
+lowest validation loss in trainer_state.json (S4 picked step 3,750 this way).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+from ftk.errors import FtkError
+from ftk.recipe import Recipe
+from ftk.train import launch, runs
+
+
+def eval_losses(model_dir: Path) -> dict[int, float]:
+    """step -> eval_loss from the trainer state: the final one, else the newest checkpoint's."""
+    states = [p for p in sorted(model_dir.glob("checkpoint-*/trainer_state.json"),
+                                key=lambda p: int(p.parent.name.split("-")[1]), reverse=True)]
+    final = model_dir / "trainer_state.json"
+    for path in ([final] if final.exists() else []) + states:
+        state = json.loads(path.read_text())
+        losses = {int(e["step"]): float(e["eval_loss"]) for e in state.get("log_history", []) if "eval_loss" in e}
+        if losses:
+            return losses
+    return {}
+
+
+def checkpoints(model_dir: Path) -> dict[int, Path]:
+    return {int(p.name.split("-")[1]): p for p in model_dir.glob("checkpoint-*")
+            if re.fullmatch(r"checkpoint-\d+", p.name) and p.is_dir()}
+
+
+def pick_checkpoint(model_dir: Path, which: str) -> tuple[Path, str]:
+    """(weights folder, description) for `last`, `best` or a step number."""
+    ckpts = checkpoints(model_dir)
+    if which == "last":
+        if (model_dir / "adapter_config.json").exists() or (model_dir / "config.json").exists():
+            return model_dir, "final model"
+        if not ckpts:
+            raise FtkError("no final model and no checkpoints", path=model_dir)
+        step = max(ckpts)
+        return ckpts[step], f"checkpoint {step}"
+    if which == "best":
+        losses = eval_losses(model_dir)
+        if not losses:
+            raise FtkError("no eval_loss in trainer_state.json (train with a validation split and "
+                           "`train.eval_steps`)", path=model_dir)
+        saved = {s: v for s, v in losses.items() if s in ckpts}
+        if not saved:
+            raise FtkError(f"no saved checkpoint at an evaluated step (evaluated {sorted(losses)}, saved "
+                           f"{sorted(ckpts)}); make save_steps a multiple of eval_steps", path=model_dir)
+        step = min(saved, key=lambda s: (saved[s], s))
+        return ckpts[step], f"checkpoint {step} (eval_loss {saved[step]:.4f}, lowest of {len(saved)} saved)"
+    if not which.isdigit() or int(which) not in ckpts:
+        raise FtkError(f"no checkpoint {which!r}; saved: {sorted(ckpts)} (or last, best)", path=model_dir)
+    return ckpts[int(which)], f"checkpoint {which}"
+
+
+def render_export_args(recipe: Recipe, weights: Path, export_dir: Path) -> dict:
+    lora = recipe.method.finetuning_type == "lora"
+    args = {
+        "model_name_or_path": recipe.model.name_or_path if lora else str(weights),
+        "template": recipe.model.template,
+        "finetuning_type": recipe.method.finetuning_type,
+        "trust_remote_code": recipe.model.trust_remote_code,
+        "export_dir": str(export_dir),
+        "export_size": 5,
+        "export_device": "cpu",
+        "export_legacy_format": False,
+    }
+    if lora:
+        args["adapter_name_or_path"] = str(weights)
+    return args
+
+
+def export(run_dir: str | Path, *, checkpoint: str = "last", out: str | Path | None = None) -> Path:
+    run_dir = Path(run_dir)
+    manifest = runs.read_manifest(run_dir)
+    recipe = Recipe.model_validate(manifest["recipe"]).stage_recipes()[-1][1]
+    model_dir = Path(manifest.get("model_dir") or run_dir / "model")
+    weights, what = pick_checkpoint(model_dir, checkpoint)
+    export_dir = Path(out) if out else run_dir / f"export-{checkpoint}"
+    if export_dir.exists() and any(export_dir.iterdir()):
+        raise FtkError("export folder exists and is not empty", path=export_dir)
+    cfg = run_dir / f"export-{checkpoint}.yaml"
+    cfg.write_text(yaml.safe_dump(render_export_args(recipe, weights, export_dir), sort_keys=False))
+    argv = ["llamafactory-cli", "export", str(cfg)]
+    print(f"[ftk] exporting {what} -> {export_dir}")
+    print(f"[ftk] {launch.shell_quote(argv)}", flush=True)
+    rc = launch.run_streaming(argv, run_dir / "export.log")
+    if rc != 0:
+        raise FtkError(f"LLaMA-Factory export failed (exit {rc}); see {run_dir / 'export.log'}", path=run_dir)
+    manifest.setdefault("exports", []).append({"checkpoint": checkpoint, "weights": str(weights),
+                                               "what": what, "export_dir": str(export_dir), "argv": argv})
+    runs.write_manifest(run_dir, manifest)
+    return export_dir

@@ -1,0 +1,108 @@
+"""The one module that knows LLaMA-Factory's YAML keys (training, prediction, export)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def render_train_args(recipe, *, dataset_dir: str, train_dataset: str, output_dir: str,
+                      eval_dataset: str | None = None, deepspeed_path: str | None = None,
+                      resume_from_checkpoint: str | None = None) -> dict:
+    """Recipe -> the LLaMA-Factory training YAML as a dict (keys in LLaMA-Factory's own order)."""
+    t, m, d = recipe.train, recipe.method, recipe.distributed
+    args: dict[str, Any] = {
+        "model_name_or_path": recipe.model.name_or_path,
+        "trust_remote_code": recipe.model.trust_remote_code,
+        "stage": t.stage,
+        "do_train": True,
+        "finetuning_type": m.finetuning_type,
+    }
+    if recipe.model.adapter_name_or_path:
+        args["adapter_name_or_path"] = recipe.model.adapter_name_or_path
+    if m.finetuning_type == "lora":
+        args.update({"lora_rank": m.lora_rank, "lora_alpha": m.lora_alpha,
+                     "lora_dropout": m.lora_dropout, "lora_target": m.lora_target})
+        if m.quantization_bit:
+            args["quantization_bit"] = m.quantization_bit
+    elif m.finetuning_type == "freeze":
+        args["freeze_trainable_layers"] = m.freeze_trainable_layers
+    if deepspeed_path:
+        args["deepspeed"] = deepspeed_path
+    if d.flash_attn != "auto":
+        args["flash_attn"] = d.flash_attn
+    args.update({
+        "dataset_dir": dataset_dir,
+        "dataset": train_dataset,
+        "template": recipe.model.template,
+        "cutoff_len": t.cutoff_len,
+        "overwrite_cache": True,
+    })
+    if t.preprocessing_num_workers:
+        args["preprocessing_num_workers"] = t.preprocessing_num_workers
+    if t.dataloader_num_workers is not None:
+        args["dataloader_num_workers"] = t.dataloader_num_workers
+    args.update({
+        "output_dir": output_dir,
+        "logging_steps": t.logging_steps,
+        "save_steps": t.save_steps,
+        "plot_loss": t.plot_loss,
+        # A run directory is never reused: ftk makes a new one per run, so nothing is overwritten.
+        "overwrite_output_dir": False,
+        "report_to": recipe.tracking.report_to,
+        "per_device_train_batch_size": t.per_device_train_batch_size,
+        "gradient_accumulation_steps": t.gradient_accumulation_steps,
+        "learning_rate": t.learning_rate,
+        "num_train_epochs": t.num_train_epochs,
+        "lr_scheduler_type": t.lr_scheduler_type,
+        "warmup_ratio": t.warmup_ratio,
+        "weight_decay": t.weight_decay,
+        "ddp_timeout": t.ddp_timeout,
+        "seed": t.seed,
+    })
+    if t.precision != "fp32":
+        args[t.precision] = True
+    if t.max_steps:
+        args["max_steps"] = t.max_steps
+    if t.warmup_steps is not None:
+        args["warmup_steps"] = t.warmup_steps
+    if t.save_total_limit is not None:
+        args["save_total_limit"] = t.save_total_limit
+    if t.resize_vocab:
+        args["resize_vocab"] = True
+    if eval_dataset:
+        args.update({"eval_dataset": eval_dataset, "per_device_eval_batch_size": t.per_device_train_batch_size,
+                     "eval_strategy": "steps", "eval_steps": t.eval_steps or t.save_steps})
+    if recipe.tracking.report_to == "wandb":
+        args["run_name"] = recipe.name
+    if resume_from_checkpoint:
+        args["resume_from_checkpoint"] = resume_from_checkpoint
+    args.update(recipe.llamafactory_args)
+    return args
+
+
+def render_predict_args(*, model_name_or_path: str, template: str, dataset_dir: str, eval_dataset: str,
+                        output_dir: str, batch_size: int = 1, max_new_tokens: int = 16, cutoff_len: int = 1024,
+                        adapter_name_or_path: str | None = None, trust_remote_code: bool = False) -> dict:
+    """LLaMA-Factory's own batch prediction (train with do_predict), greedy instead of its sampling default."""
+    args: dict[str, Any] = {
+        "model_name_or_path": model_name_or_path,
+        "trust_remote_code": trust_remote_code,
+        "stage": "sft",
+        "do_predict": True,
+        "predict_with_generate": True,
+        "finetuning_type": "lora" if adapter_name_or_path else "full",
+        "dataset_dir": dataset_dir,
+        "eval_dataset": eval_dataset,
+        "template": template,
+        "cutoff_len": cutoff_len,
+        "overwrite_cache": True,
+        "output_dir": output_dir,
+        "overwrite_output_dir": True,
+        "per_device_eval_batch_size": batch_size,
+        "report_to": "none",
+        "do_sample": False,
+        "max_new_tokens": max_new_tokens,
+    }
+    if adapter_name_or_path:
+        args["adapter_name_or_path"] = adapter_name_or_path
+    return args

@@ -1,0 +1,38 @@
+import pytest
+
+from ftk.data.task import builtin_tasks, load_task
+from ftk.errors import FtkError
+
+
+@pytest.mark.parametrize("name", sorted(builtin_tasks()))
+def test_every_builtin_task_validates(name):
+    task = load_task(name)
+    for version in task.prompts.versions:
+        prompt = task.prompt(version)
+        assert isinstance(prompt, str)
+        if task.kind in ("classification", "pair_classification", "ner"):
+            assert prompt.strip()
+    if task.is_classification:
+        for lab in task.labels:
+            assert task.target_for(lab)
+
+
+def test_agnews_task():
+    t = load_task("agnews")
+    assert t.labels == ["World", "Sports", "Business", "Sci/Tech"]
+    assert t.prompts.default == "v2"
+    assert t.target_for("Business") == "3: Business"
+
+
+def test_unknown_task_suggests_close_name():
+    with pytest.raises(FtkError, match="did you mean 'agnews'"):
+        load_task("agnew")
+
+
+def test_task_yaml_errors_name_file_and_key(tmp_path):
+    bad = tmp_path / "t.yaml"
+    bad.write_text("name: x\nkind: classification\nlabels: [a, b]\nsources: {}\n"
+                   "prompts: {default: v1, versions: {v1: hi}}\nlabelz: [c]\n")
+    with pytest.raises(FtkError) as exc:
+        load_task(bad)
+    assert str(bad) in str(exc.value) and "`labelz`: unknown key" in str(exc.value)

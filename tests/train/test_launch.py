@@ -1,0 +1,161 @@
+"""Exact launch argv for the distributed shapes, the sbatch script, and recipe errors."""
+
+import shlex
+from pathlib import Path
+
+import pytest
+from conftest import REPO, run_ftk
+
+from ftk.errors import FtkError
+from ftk.recipe import load_recipe
+from ftk.train.run import Topology, dry_run
+from ftk.train.slurm import render_sbatch
+
+S0 = REPO / "configs" / "agnews_llama31_full.yaml"
+RUN = Path("runs/agnews_llama31_full-<timestamp>")
+CFG = str(RUN / "llamafactory.yaml")
+
+
+def test_one_node_eight_gpus_zero3():
+    (p,) = dry_run(load_recipe(S0))
+    assert p.argv == ["torchrun", "--nnodes", "1", "--node-rank", "0", "--nproc-per-node", "8",
+                      "--master-addr", "127.0.0.1", "--master-port", "29500",
+                      "-m", "llamafactory.launcher", CFG]
+    assert p.train_args["deepspeed"] == str(RUN / "deepspeed.json")
+    assert p.deepspeed["zero_optimization"]["stage"] == 3
+
+
+def test_two_nodes_eight_gpus_each_with_rank_from_flags_or_env(monkeypatch):
+    r = load_recipe(S0, ["distributed.nnodes=2"])
+    (p,) = dry_run(r, Topology(node_rank=1, master_addr="10.1.2.3", master_port=29600))
+    assert p.argv == ["torchrun", "--nnodes", "2", "--node-rank", "1", "--nproc-per-node", "8",
+                      "--master-addr", "10.1.2.3", "--master-port", "29600",
+                      "-m", "llamafactory.launcher", CFG]
+    monkeypatch.setenv("NODE_RANK", "1")
+    monkeypatch.setenv("MASTER_ADDR", "node-a")
+    monkeypatch.setenv("MASTER_PORT", "29700")
+    (p,) = dry_run(r, Topology.from_env())
+    assert p.argv[3:11] == ["--node-rank", "1", "--nproc-per-node", "8", "--master-addr", "node-a",
+                            "--master-port", "29700"]
+    (p,) = dry_run(r, Topology.from_env(node_rank=0))  # a flag wins over the environment
+    assert p.argv[4] == "0"
+
+
+def test_deepspeed_on_one_device_still_uses_torchrun():
+    r = load_recipe(S0, ["distributed.nproc_per_node=1"])
+    (p,) = dry_run(r)
+    assert p.argv[0] == "torchrun" and p.argv[6] == "1"
+    r = load_recipe(S0, ["distributed.nproc_per_node=1", "distributed.deepspeed=null"])
+    (p,) = dry_run(r)
+    assert p.argv == ["python", "-m", "llamafactory.launcher", CFG]
+
+
+def test_sbatch_script_two_nodes():
+    r = load_recipe(S0, ["distributed.nnodes=2", "distributed.slurm.partition=gpu",
+                         "distributed.slurm.time=24:00:00"])
+    plans = dry_run(r)
+    text = render_sbatch(r, plans, RUN, python="/opt/venv/bin/python", workdir="/home/me/ftk")
+    assert text == f"""#!/bin/bash
+#SBATCH --job-name=agnews_llama31_full
+#SBATCH --nodes=2
+#SBATCH --ntasks-per-node=1
+#SBATCH --gpus-per-node=8
+#SBATCH --cpus-per-task=16
+#SBATCH --output={RUN}/slurm-%j.out
+#SBATCH --partition=gpu
+#SBATCH --time=24:00:00
+
+set -euo pipefail
+cd /home/me/ftk
+export PATH=/opt/venv/bin:$PATH
+export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+export PYTHONWARNINGS=ignore::FutureWarning
+
+# stage main
+srun torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint "$MASTER_ADDR:29500" --rdzv-id "$SLURM_JOB_ID" -m llamafactory.launcher '{CFG}'
+"""
+    srun = text.strip().splitlines()[-1]
+    assert shlex.split(srun)[1:] == ["torchrun", "--nnodes", "2", "--nproc-per-node", "8", "--rdzv-backend", "c10d",
+                                     "--rdzv-endpoint", "$MASTER_ADDR:29500", "--rdzv-id", "$SLURM_JOB_ID",
+                                     "-m", "llamafactory.launcher", CFG]
+
+
+def test_slurm_writes_script_without_sbatch(tmp_path, synth_dir, tiny_model):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"extends: {REPO / 'configs' / 'agnews_tiny_cpu.yaml'}\nname: sl\n"
+                      f"data: {{train: {synth_dir / 'train.csv'}, test: {synth_dir / 'test.csv'}, prepared_dir: {tmp_path / 'p'}}}\n"
+                      f"model: {{name_or_path: {tiny_model}}}\nruns_dir: {tmp_path / 'runs'}\n"
+                      "distributed: {nnodes: 2, nproc_per_node: 4}\n")
+    proc = run_ftk("train", recipe, "--slurm", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    script = (run_dir / "sbatch.sh").read_text()
+    assert "#SBATCH --nodes=2" in script and "--nproc-per-node 4" in script
+    assert "sbatch not found" in proc.stdout
+    assert not (run_dir / "model").exists()  # nothing trained locally
+
+
+def test_stage_chain_pt_then_sft_continues_the_adapter():
+    plans = dry_run(load_recipe(REPO / "configs" / "shopping_yi9b.yaml"))
+    assert [p.name for p in plans] == ["pt", "sft"]
+    pt, sft = plans
+    assert pt.train_args["stage"] == "pt" and pt.train_args["dataset"] == "shopping_corpus_train"
+    assert sft.train_args["stage"] == "sft" and sft.train_args["dataset"] == "shopbench_train"
+    assert sft.train_args["adapter_name_or_path"] == str(pt.dir / "model")
+    assert sft.train_args["model_name_or_path"] == "01-ai/Yi-9B"
+    assert pt.dir.name == "stage1-pt" and sft.dir.name == "stage2-sft"
+
+
+def _recipe_error(tmp_path, text):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"extends: {S0}\n" + text)
+    with pytest.raises(FtkError) as exc:
+        load_recipe(bad)
+    return str(exc.value), bad
+
+
+def test_typo_key_names_file_and_key(tmp_path):
+    msg, bad = _recipe_error(tmp_path, "distributed: {nproc_per_nod: 8}\n")
+    assert msg.startswith(f"{bad}: ") and "`distributed.nproc_per_nod`: unknown key" in msg
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("llamafactory_args: {predict_with_generate: true}\n",
+     "`distributed.deepspeed` z3 with `llamafactory_args.predict_with_generate`"),
+    ("method: {quantization_bit: 4}\n", "`method.quantization_bit` 4 needs `method.finetuning_type` lora"),
+    ("method: {finetuning_type: lora, quantization_bit: 4}\n", "does not work with `distributed.deepspeed` z3"),
+    ("train: {eval_steps: 100}\n", "`train.eval_steps` needs a validation split"),
+])
+def test_impossible_combinations(tmp_path, text, expected):
+    msg, bad = _recipe_error(tmp_path, text)
+    assert str(bad) in msg and expected in msg
+
+
+def test_validate_cli_reports_file_and_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"extends: {S0}\nllamafactory_args: {{predict_with_generate: true}}\ntrain: {{warmup: 3}}\n")
+    proc = run_ftk("validate", bad)
+    assert proc.returncode == 2
+    line = proc.stderr.strip().splitlines()[-1]
+    assert str(bad) in line and "`train.warmup`: unknown key" in line
+
+
+def test_validate_catches_unknown_template_and_llamafactory_key(tmp_path):
+    from ftk.validate import validate
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"extends: {S0}\nmodel: {{template: llama33}}\nllamafactory_args: {{not_a_key: 1}}\n")
+    with pytest.raises(FtkError) as exc:
+        validate(bad)
+    msg = str(exc.value)
+    assert "`model.template`: 'llama33' is not a LLaMA-Factory template; did you mean 'llama3'?" in msg
+    assert "unknown LLaMA-Factory key(s)" in msg and "not_a_key" in msg
+
+
+def test_schema_prints_json_schema():
+    import json
+
+    proc = run_ftk("schema")
+    assert proc.returncode == 0
+    schema = json.loads(proc.stdout)
+    assert schema["additionalProperties"] is False and "distributed" in schema["properties"]

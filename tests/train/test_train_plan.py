@@ -1,0 +1,48 @@
+
+import pytest
+from conftest import REPO
+
+from ftk.recipe import load_recipe
+from ftk.train.launch import build_train_argv, shell_quote
+from ftk.train.run import Topology, dry_run, plan_stage
+
+
+def test_single_process_argv():
+    assert build_train_argv("r/llamafactory.yaml") == ["python", "-m", "llamafactory.launcher", "r/llamafactory.yaml"]
+
+
+def test_s0_renders_its_hyperparameters():
+    (p,) = dry_run(load_recipe(REPO / "configs" / "agnews_llama31_full.yaml"))
+    a = p.train_args
+    assert a["model_name_or_path"] == "meta-llama/Llama-3.1-8B-Instruct"
+    expected = {"stage": "sft", "finetuning_type": "full", "template": "llama3", "cutoff_len": 4096,
+                "per_device_train_batch_size": 4, "gradient_accumulation_steps": 4, "learning_rate": 2e-5,
+                "lr_scheduler_type": "cosine", "warmup_ratio": 0.03, "num_train_epochs": 1, "bf16": True,
+                "save_steps": 2000, "logging_steps": 1, "plot_loss": True, "report_to": "wandb",
+                "resize_vocab": True, "ddp_timeout": 9000, "flash_attn": "fa2",
+                "overwrite_output_dir": False, "trust_remote_code": False, "preprocessing_num_workers": 16}
+    assert {k: a[k] for k in expected} == expected
+
+
+def test_shell_quote_keeps_spaces_safe():
+    argv = build_train_argv("my runs/cfg.yaml", nproc_per_node=2)
+    assert shell_quote(argv).endswith("'my runs/cfg.yaml'")
+
+
+def test_rendered_yaml_passes_llamafactory_parser(tmp_path, synth_dir, tiny_model):
+    """The YAML ftk renders is accepted by LLaMA-Factory's own argument parser."""
+    from llamafactory.hparams import get_train_args
+
+    from ftk.data.prepare import prepare
+    from ftk.data.task import load_task
+
+    prepared = tmp_path / "prepared"
+    m = prepare(load_task("agnews"), {"train": str(synth_dir / "train.csv")}, prepared)
+    r = load_recipe(REPO / "configs" / "agnews_tiny_cpu.yaml",
+                    [f"model.name_or_path={tiny_model}", f"data.prepared_dir={prepared}"])
+    p = plan_stage("main", r, tmp_path / "run", m, Topology())
+    model_args, data_args, training_args, finetuning_args, _ = get_train_args(dict(p.train_args))
+    assert data_args.dataset == ["agnews_train"]
+    assert training_args.learning_rate == pytest.approx(1e-3)
+    assert finetuning_args.finetuning_type == "full"
+    assert model_args.trust_remote_code is False
