@@ -60,8 +60,9 @@ def main() -> None:
     from ftk.data.records import read_records
     from ftk.data.task import load_task
     from ftk.eval import generate as G
-    from ftk.eval.evaluate import auto_batch_size, label_token_ids, max_new_tokens_for
     from ftk.eval.extract import make_extractor
+    from ftk.eval.predict import auto_batch_size, label_token_ids, max_new_tokens_for
+    from ftk.train.prompts import Prompter
 
     task = load_task("agnews")
     tmp = Path(tempfile.mkdtemp(prefix="ftk-bench-eval-"))
@@ -81,7 +82,8 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     loaded = G.load(model, "llama3", device=device)
     n_params = sum(p.numel() for p in loaded.model.parameters())
-    prompts = [G.encode_prompt(loaded.template, loaded.tokenizer, r) for r in records]
+    prompter = Prompter(loaded.tokenizer, loaded.template, None)
+    prompts = [prompter.encode(r)[0] for r in records]
     mnt = max_new_tokens_for(task, loaded.tokenizer, records)
     extract = make_extractor(task.labels)
     n = len(prompts)

@@ -20,7 +20,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 
 PKG = REPO / "src" / "ftk"

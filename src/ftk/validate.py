@@ -99,7 +99,7 @@ def check_names(recipe: Recipe, dataset_names: list[str]) -> list[str]:
 
 def validate(path: str | Path, overrides: list[str] | None = None) -> Report:
     """Validate a recipe; raise FtkError listing every problem, or return the report."""
-    from ftk.train.run import dry_run
+    from ftk.train.plan import dry_run
 
     recipe = load_recipe(path, overrides)  # schema errors: all at once, with file and key
     report = Report(str(path))

@@ -5,7 +5,7 @@ import pytest
 from ftk.data.prepare import prepare
 from ftk.data.records import read_records
 from ftk.data.task import load_task
-from ftk.eval.generate import encode_prompt, load_template
+from ftk.train.prompts import Prompter, load_template
 
 
 def _lf_dataset(tmp_path, tiny_model, prepared, **extra):
@@ -39,9 +39,9 @@ def test_splits_load_in_llamafactory_and_prompts_match_token_for_token(tmp_path,
     lf_eval = dm["eval_dataset"]
     records = read_records(prepared / "agnews_test.jsonl")
     assert len(lf_eval) == len(records) == 200
-    template = load_template(tok, "llama3")
+    prompter = Prompter(tok, load_template(tok, "llama3"), 1024)
     for rec, lf_row in zip(records, lf_eval):
-        assert encode_prompt(template, tok, rec) == lf_row["input_ids"], rec["id"]
+        assert prompter.encode(rec)[0] == lf_row["input_ids"], rec["id"]
     # The prompt really holds the chat scaffolding and the text.
     text = tok.decode(lf_eval[0]["input_ids"])
     assert text.startswith("<|begin_of_text|><|start_header_id|>user<|end_header_id|>")

@@ -8,6 +8,7 @@ from ftk.data.prepare import prepare
 from ftk.data.records import read_records
 from ftk.data.task import load_task
 from ftk.eval import generate as G
+from ftk.train.prompts import Prompter
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +17,8 @@ def setup(tmp_path_factory, synth_dir, tiny_model):
     prepare(load_task("agnews"), {"test": str(synth_dir / "test.csv")}, out)
     recs = read_records(out / "agnews_test.jsonl")[:40]
     loaded = G.load(str(tiny_model), "llama3")
-    prompts = [G.encode_prompt(loaded.template, loaded.tokenizer, r) for r in recs]
+    prompter = Prompter(loaded.tokenizer, loaded.template, None)
+    prompts = [prompter.encode(r)[0] for r in recs]
     return loaded, prompts
 
 
@@ -92,7 +94,7 @@ def test_label_end_token_only_when_a_label_prefixes_another():
     from types import SimpleNamespace
 
     from ftk.data.task import TaskSpec
-    from ftk.eval.evaluate import label_token_ids
+    from ftk.eval.predict import label_token_ids
 
     vocab = {"yes": [5], "yes please": [5, 6], "no": [7]}
     tok = SimpleNamespace(encode=lambda text, add_special_tokens=False: list(vocab[text]), eos_token_id=99)

@@ -8,7 +8,7 @@ from conftest import REPO, run_ftk
 
 from ftk.errors import FtkError
 from ftk.recipe import load_recipe
-from ftk.train.run import Topology, dry_run
+from ftk.train.plan import Topology, dry_run
 from ftk.train.slurm import render_sbatch
 
 S0 = REPO / "configs" / "agnews_llama31_full.yaml"

@@ -4,7 +4,7 @@ from conftest import REPO
 
 from ftk.recipe import load_recipe
 from ftk.train.launch import build_train_argv, shell_quote
-from ftk.train.run import Topology, dry_run, plan_stage
+from ftk.train.plan import Topology, dry_run, plan_stage
 
 
 def test_single_process_argv():

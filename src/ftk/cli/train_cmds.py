@@ -31,8 +31,9 @@ def train_cmd(
     """
     from ftk.recipe import load_recipe
     from ftk.train import launch
-    from ftk.train.run import Topology, TrainingFailed, train
-    from ftk.train.run import dry_run as plan_dry_run
+    from ftk.train.plan import Topology
+    from ftk.train.plan import dry_run as plan_dry_run
+    from ftk.train.run import TrainingFailed, train
     from ftk.train.run import resume as resume_run
 
     topo = Topology.from_env(node_rank, master_addr, master_port)

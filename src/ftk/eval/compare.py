@@ -13,9 +13,9 @@ import numpy as np
 
 from ftk.data.task import load_task
 from ftk.errors import FtkError
-from ftk.eval.evaluate import read_done
 from ftk.eval.extract import make_extractor
 from ftk.eval.metrics import classification_metrics, label_codes, macro_f1_from_codes
+from ftk.eval.predictions import read_done
 
 HEADLINE = ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "mcc", "invalid_rate")
 

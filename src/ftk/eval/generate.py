@@ -1,7 +1,7 @@
 """Batch inference for evaluation: greedy generation and label-choice scoring.
 
-- Prompts are encoded by LLaMA-Factory's own template code (`encode_oneturn`), so they match
-  the training tokens exactly.
+- Prompts are encoded by LLaMA-Factory's own template code (`encode_oneturn`) and fitted to
+  cutoff_len the way training fits them (train/prompts.py), so they match the training tokens.
 - The instruction prefix shared by every prompt (chat header + task instruction) is run through
   the model once; its KV cache is expanded over each batch, which then only computes the
   per-example suffix. Positions continue after the prefix, so results equal a full prefill.
@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from ftk.data.records import user_content
+from ftk.train.prompts import load_template
 
 
 @dataclass
@@ -28,23 +28,6 @@ class Loaded:
     template: object
     stop_ids: list[int]
     device: str
-
-
-def load_template(tokenizer, name: str):
-    from llamafactory.data.template import get_template_and_fix_tokenizer
-    from llamafactory.hparams import DataArguments
-
-    return get_template_and_fix_tokenizer(tokenizer, DataArguments(template=name))
-
-
-def encode_prompt(template, tokenizer, record: dict, cutoff_len: int | None = None) -> list[int]:
-    """Token ids of the prompt exactly as LLaMA-Factory builds them for this record."""
-    messages = [{"role": "user", "content": user_content(record)},
-                {"role": "assistant", "content": record.get("output", "")}]
-    prompt_ids, _ = template.encode_oneturn(tokenizer, messages)
-    if cutoff_len and len(prompt_ids) > cutoff_len:
-        prompt_ids = prompt_ids[:cutoff_len]
-    return prompt_ids
 
 
 def load(model_path: str, template_name: str, *, adapter: str | None = None,

@@ -1,4 +1,5 @@
-"""Reading predictions files: ftk's own (id, label, predict[, prompt]) and LLaMA-Factory's
+"""Predictions files: ftk's own, appended per batch and resumed (`read_done`, `write_rows`), and reading
+ ftk's own (id, label, predict[, prompt]) and LLaMA-Factory's
 `generated_predictions.jsonl` (prompt, predict, label; no id, matched to the data by order).
 
 Every problem is an `FtkError` naming the file and the line.
@@ -6,10 +7,13 @@ Every problem is an `FtkError` naming the file and the line.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ftk.errors import FtkError
-from ftk.fileio import iter_jsonl
+from ftk.fileio import atomic_open, iter_jsonl
+
+PREDICTIONS = "predictions.jsonl"
 
 
 def read_prediction_rows(path: str | Path) -> tuple[list[dict], str]:
@@ -63,3 +67,26 @@ def align(rows: list[dict], fmt: str, records: list[dict], path: str | Path, dat
             raise FtkError(f"duplicate id {row['id']!r}", path=path, where=str(row["_line"]))
         out[row["id"]] = {"id": row["id"], "label": gold_of(known[row["id"]]), "predict": row["predict"]}
     return out
+
+
+def read_done(path: Path) -> dict[str, dict]:
+    """Rows already written (a torn last line from a crash is ignored and rewritten)."""
+    done: dict[str, dict] = {}
+    if not path.exists():
+        return done
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and "id" in row:
+                done[row["id"]] = row
+    return done
+
+
+def write_rows(path: Path, rows) -> None:
+    """Replace the predictions file atomically with `rows` (drops a torn last line, fixes order)."""
+    with atomic_open(path) as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -13,6 +13,14 @@ def _ci_line(m: dict) -> list[str]:
     return [f"95% bootstrap CI of {k}: [{lo:.4f}, {hi:.4f}]" for k, (lo, hi) in m.get("ci95", {}).items()]
 
 
+def truncation_line(m: dict) -> str | None:
+    """How many prompts had their input text cut to fit cutoff_len (None when not recorded)."""
+    if "truncated_prompts" not in m:
+        return None
+    return (f"truncated prompts: {m['truncated_prompts']} of {m['n']} (input text cut to fit cutoff_len "
+            f"{m.get('cutoff_len')}; instruction and chat template kept, as in training)")
+
+
 def markdown_report(m: dict) -> str:
     if m.get("kind") == "ner":
         return _markdown_ner(m)
@@ -26,6 +34,7 @@ def markdown_report(m: dict) -> str:
         f"MCC = {m['mcc']:.4f} | invalid = {m['invalid']} ({m['invalid_rate']:.2%})",
         "",
         *_ci_line(m),
+        *([truncation_line(m)] if truncation_line(m) else []),
         "",
         "| label | precision | recall | F1 | support | invalid |",
         "|---|---:|---:|---:|---:|---:|",
@@ -49,7 +58,8 @@ def _markdown_ner(m: dict) -> str:
              f"n = {m['n']} sentences | precision = {m['precision']:.4f} | recall = {m['recall']:.4f} | "
              f"F1 = {m['f1']:.4f} | token accuracy = {m['token_accuracy']:.4f} | "
              f"invalid = {m['invalid']} ({m['invalid_rate']:.2%}) | unaligned spans = {m['unaligned_spans']}",
-             "", *_ci_line(m), "", "| type | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
+             "", *_ci_line(m), *([truncation_line(m)] if truncation_line(m) else []), "",
+             "| type | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
     for t, c in m["per_type"].items():
         lines.append(f"| {t} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | {c['support']} |")
     return "\n".join(lines) + "\n"
@@ -58,7 +68,8 @@ def _markdown_ner(m: dict) -> str:
 def _markdown_shopbench(m: dict) -> str:
     lines = [f"# {m.get('task', '')} evaluation", "",
              f"n = {m['n']} | overall score = {m['score']:.4f} | invalid = {m['invalid']} ({m['invalid_rate']:.2%})",
-             "", *_ci_line(m), "", "| metric | score | rows |", "|---|---:|---:|"]
+             "", *_ci_line(m), *([truncation_line(m)] if truncation_line(m) else []), "",
+             "| metric | score | rows |", "|---|---:|---:|"]
     for k, v in m["per_metric"].items():
         lines.append(f"| {k} | {v:.4f} | {m['rows_per_metric'].get(k, '')} |")
     lines += ["", "| task type | invalid |", "|---|---:|"]
@@ -74,6 +85,7 @@ def print_table(m: dict) -> None:
     if m.get("kind") in ("ner", "shopbench"):
         Console().print(Markdown(markdown_report(m)))
         return
+    note = truncation_line(m)
 
     ci = "".join(f", {k} 95% CI [{lo:.4f}, {hi:.4f}]" for k, (lo, hi) in m.get("ci95", {}).items())
     table = Table(title=f"{m.get('task', '')}: accuracy {m['accuracy']:.4f}, macro F1 {m['macro_f1']:.4f}, "
@@ -86,6 +98,8 @@ def print_table(m: dict) -> None:
     table.add_row("macro", f"{m['macro_precision']:.4f}", f"{m['macro_recall']:.4f}", f"{m['macro_f1']:.4f}",
                   str(m["n"]), str(m["invalid"]), style="bold")
     Console().print(table)
+    if note:
+        print(note)
 
 
 def confusion_png(m: dict, path: Path) -> None:

@@ -14,49 +14,23 @@ import os
 import re
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from ftk.data.prepare import load_manifest, prepare_recipe, recipe_fingerprint
-from ftk.data.task import load_task
 from ftk.errors import FtkError
 from ftk.recipe import Recipe
-from ftk.train import deepspeed_presets, launch, llamafactory, runs
-
-CONFIG_NAME = "llamafactory.yaml"
-DEEPSPEED_NAME = "deepspeed.json"
-
-
-@dataclass
-class StagePlan:
-    name: str
-    recipe: Recipe
-    dir: Path  # where this stage's llamafactory.yaml and model/ live
-    train_args: dict
-    deepspeed: dict | None
-    argv: list[str]
-
-    def yaml_text(self) -> str:
-        return yaml.safe_dump(self.train_args, sort_keys=False, allow_unicode=True)
-
-
-@dataclass
-class Topology:
-    node_rank: int = 0
-    master_addr: str | None = None
-    master_port: int | None = None
-
-    @classmethod
-    def from_env(cls, node_rank=None, master_addr=None, master_port=None) -> Topology:
-        """Flags win over NODE_RANK / MASTER_ADDR / MASTER_PORT from the environment."""
-        env = os.environ
-        return cls(
-            node_rank=int(node_rank if node_rank is not None else env.get("NODE_RANK", 0)),
-            master_addr=master_addr or env.get("MASTER_ADDR"),
-            master_port=int(master_port) if master_port else (int(env["MASTER_PORT"]) if env.get("MASTER_PORT") else None),
-        )
+from ftk.train import launch, runs
+from ftk.train.plan import (
+    CONFIG_NAME,
+    DEEPSPEED_NAME,
+    StagePlan,
+    Topology,
+    plan,
+    plan_stage,
+)
+from ftk.train.prompts import fit_for_training
 
 
 def ensure_prepared(recipe: Recipe) -> dict:
@@ -87,65 +61,6 @@ def ensure_model(recipe: Recipe) -> None:
     print(f"[ftk] building tiny model in {path}")
     build_tiny_model(path, iter_lines(texts), hidden_size=spec.hidden_size, num_layers=spec.layers,
                      num_heads=spec.heads, num_kv_heads=spec.kv_heads, vocab_size=spec.vocab_size, seed=spec.seed)
-
-
-def _chain(recipe: Recipe, run_dir: Path) -> list[tuple[str, Recipe, Path]]:
-    """(name, stage recipe, stage dir); each stage after the first starts from the one before."""
-    stages = recipe.stage_recipes()
-    if len(stages) == 1:
-        return [(stages[0][0], stages[0][1], run_dir)]
-    out = []
-    prev_dir: Path | None = None
-    for i, (name, r) in enumerate(stages, 1):
-        sdir = run_dir / f"stage{i}-{name}"
-        if prev_dir is not None:
-            prev_model = str(prev_dir / "model")
-            if r.method.finetuning_type == "lora":
-                r = r.model_copy(update={"model": r.model.model_copy(update={"adapter_name_or_path": prev_model})})
-            else:
-                r = r.model_copy(update={"model": r.model.model_copy(update={"name_or_path": prev_model,
-                                                                              "tiny": None})})
-        out.append((name, r, sdir))
-        prev_dir = sdir
-    return out
-
-
-def plan_stage(name: str, recipe: Recipe, stage_dir: Path, data_manifest: dict | None, topo: Topology,
-               resume_from: str | None = None) -> StagePlan:
-    splits = (data_manifest or {}).get("splits", {})
-    prefix = load_task(recipe.task).name
-    train_ds = splits.get("train", {}).get("dataset", f"{prefix}_train")
-    eval_ds = splits.get("validation", {}).get("dataset") if recipe.train.eval_steps and "validation" in splits else None
-    d = recipe.distributed
-    ds_cfg, ds_path = None, None
-    if d.deepspeed:
-        ds_cfg = deepspeed_presets.deepspeed_config(d.deepspeed)
-        ds_path = str(stage_dir / DEEPSPEED_NAME)
-    elif d.deepspeed_config:
-        ds_path = d.deepspeed_config
-    args = llamafactory.render_train_args(
-        recipe, dataset_dir=str(Path(recipe.data.prepared_dir)), train_dataset=train_ds,
-        output_dir=str(stage_dir / "model"), eval_dataset=eval_ds, deepspeed_path=ds_path,
-        resume_from_checkpoint=resume_from)
-    argv = launch.build_train_argv(
-        str(stage_dir / CONFIG_NAME), nnodes=d.nnodes, nproc_per_node=d.nproc_per_node,
-        node_rank=topo.node_rank, master_addr=topo.master_addr or d.master_addr,
-        master_port=topo.master_port or d.master_port, force_torchrun=ds_path is not None)
-    return StagePlan(name, recipe, stage_dir, args, ds_cfg, argv)
-
-
-def plan(recipe: Recipe, run_dir: Path, topo: Topology | None = None) -> list[StagePlan]:
-    topo = topo or Topology()
-    out = []
-    for name, r, sdir in _chain(recipe, run_dir):
-        prepared = Path(r.data.prepared_dir) / "manifest.json"
-        manifest = load_manifest(r.data.prepared_dir) if prepared.exists() else None
-        out.append(plan_stage(name, r, sdir, manifest, topo))
-    return out
-
-
-def dry_run(recipe: Recipe, topo: Topology | None = None) -> list[StagePlan]:
-    return plan(recipe, Path(recipe.runs_dir) / f"{recipe.name}-<timestamp>", topo)
 
 
 def _write_stage_files(p: StagePlan) -> None:
@@ -219,16 +134,17 @@ def train(recipe: Recipe, recipe_path: str | Path, overrides: list[str] | None =
     if not recipe.data.train and not Path(recipe.data.prepared_dir, "manifest.json").exists():
         raise FtkError("no training data: set `data.train`", path=recipe_path, where="data.train")
     ensure_model(recipe)
-    stage_data = {}
+    stage_data, dataset_dirs, fits = {}, {}, {}
     for name, stage in recipe.stage_recipes():  # every stage's data before anything launches
         m = ensure_prepared(stage)
         if "train" not in m.get("splits", {}):
             raise FtkError("prepared data has no train split", path=Path(stage.data.prepared_dir) / "manifest.json")
         stage_data[name] = m
+        dataset_dirs[name], fits[name] = fit_for_training(stage, m)
     data_manifest = stage_data[name]  # the last stage's data, the one `ftk eval` uses
     run_dir = runs.new_run_dir(recipe.runs_dir, recipe.name)
     topo = _single_node_port(recipe, topo or Topology())
-    plans = plan(recipe, run_dir, topo)
+    plans = plan(recipe, run_dir, topo, dataset_dirs)
     for p in plans:
         _write_stage_files(p)
     (run_dir / "recipe.yaml").write_text(
@@ -236,6 +152,9 @@ def train(recipe: Recipe, recipe_path: str | Path, overrides: list[str] | None =
     env = _env_for(recipe, run_dir)
     manifest = _base_manifest(recipe, recipe_path, overrides, plans, env)
     manifest["data"] = data_manifest
+    manifest["fit"] = fits[name]
+    for st in manifest["stages"]:
+        st["fit"] = fits[st["name"]]
     if len(stage_data) > 1:
         manifest["data_stages"] = stage_data
     print(f"[ftk] run directory: {run_dir}")
@@ -276,14 +195,15 @@ def resume(run_dir: str | Path, topo: Topology | None = None) -> Path:
         raise FtkError("run already finished; nothing to resume", path=run_dir)
     recipe = Recipe.model_validate(manifest["recipe"])
     topo = _single_node_port(recipe, topo or Topology())
-    plans = plan(recipe, run_dir, topo)
+    dataset_dirs = {st["name"]: st["llamafactory_args"]["dataset_dir"] for st in manifest["stages"]}
+    plans = plan(recipe, run_dir, topo, dataset_dirs)
     first = next((i for i, st in enumerate(manifest["stages"]) if st.get("status") != "finished"), 0)
     p = plans[first]
     ckpt = last_checkpoint(p.dir / "model")
     if ckpt is None:
         raise FtkError("no checkpoint to resume from (no checkpoint-* folder yet)", path=p.dir / "model")
     plans[first] = plan_stage(p.name, p.recipe, p.dir, load_manifest(p.recipe.data.prepared_dir),
-                              topo, resume_from=str(ckpt))
+                              topo, resume_from=str(ckpt), dataset_dir=dataset_dirs.get(p.name))
     _write_stage_files(plans[first])
     env = _env_for(recipe, run_dir)
     manifest.setdefault("resumes", []).append({"from": str(ckpt), "at": _dt.datetime.now().isoformat(timespec="seconds")})

@@ -1,0 +1,113 @@
+"""Recipe -> the launch plan of each stage: LLaMA-Factory args, DeepSpeed JSON, argv.
+
+Pure: nothing is written and nothing runs. `ftk train --dry-run` prints this plan; `ftk train`
+writes it into the run directory and launches it (train/run.py).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from ftk.data.prepare import load_manifest
+from ftk.data.task import load_task
+from ftk.recipe import Recipe
+from ftk.train import deepspeed_presets, launch, llamafactory
+
+CONFIG_NAME = "llamafactory.yaml"
+DEEPSPEED_NAME = "deepspeed.json"
+
+
+@dataclass
+class StagePlan:
+    name: str
+    recipe: Recipe
+    dir: Path  # where this stage's llamafactory.yaml and model/ live
+    train_args: dict
+    deepspeed: dict | None
+    argv: list[str]
+
+    def yaml_text(self) -> str:
+        return yaml.safe_dump(self.train_args, sort_keys=False, allow_unicode=True)
+
+
+@dataclass
+class Topology:
+    node_rank: int = 0
+    master_addr: str | None = None
+    master_port: int | None = None
+
+    @classmethod
+    def from_env(cls, node_rank=None, master_addr=None, master_port=None) -> Topology:
+        """Flags win over NODE_RANK / MASTER_ADDR / MASTER_PORT from the environment."""
+        env = os.environ
+        return cls(
+            node_rank=int(node_rank if node_rank is not None else env.get("NODE_RANK", 0)),
+            master_addr=master_addr or env.get("MASTER_ADDR"),
+            master_port=int(master_port) if master_port else (int(env["MASTER_PORT"]) if env.get("MASTER_PORT") else None),
+        )
+
+
+def chain(recipe: Recipe, run_dir: Path) -> list[tuple[str, Recipe, Path]]:
+    """(name, stage recipe, stage dir); each stage after the first starts from the one before."""
+    stages = recipe.stage_recipes()
+    if len(stages) == 1:
+        return [(stages[0][0], stages[0][1], run_dir)]
+    out = []
+    prev_dir: Path | None = None
+    for i, (name, r) in enumerate(stages, 1):
+        sdir = run_dir / f"stage{i}-{name}"
+        if prev_dir is not None:
+            prev_model = str(prev_dir / "model")
+            if r.method.finetuning_type == "lora":
+                r = r.model_copy(update={"model": r.model.model_copy(update={"adapter_name_or_path": prev_model})})
+            else:
+                r = r.model_copy(update={"model": r.model.model_copy(update={"name_or_path": prev_model,
+                                                                              "tiny": None})})
+        out.append((name, r, sdir))
+        prev_dir = sdir
+    return out
+
+
+def plan_stage(name: str, recipe: Recipe, stage_dir: Path, data_manifest: dict | None, topo: Topology,
+               resume_from: str | None = None, dataset_dir: str | None = None) -> StagePlan:
+    """One stage's plan; `dataset_dir` replaces the prepared folder (a fitted copy, train/prompts.py)."""
+    splits = (data_manifest or {}).get("splits", {})
+    prefix = load_task(recipe.task).name
+    train_ds = splits.get("train", {}).get("dataset", f"{prefix}_train")
+    eval_ds = splits.get("validation", {}).get("dataset") if recipe.train.eval_steps and "validation" in splits else None
+    d = recipe.distributed
+    ds_cfg, ds_path = None, None
+    if d.deepspeed:
+        ds_cfg = deepspeed_presets.deepspeed_config(d.deepspeed)
+        ds_path = str(stage_dir / DEEPSPEED_NAME)
+    elif d.deepspeed_config:
+        ds_path = d.deepspeed_config
+    args = llamafactory.render_train_args(
+        recipe, dataset_dir=dataset_dir or str(Path(recipe.data.prepared_dir)), train_dataset=train_ds,
+        output_dir=str(stage_dir / "model"), eval_dataset=eval_ds, deepspeed_path=ds_path,
+        resume_from_checkpoint=resume_from)
+    argv = launch.build_train_argv(
+        str(stage_dir / CONFIG_NAME), nnodes=d.nnodes, nproc_per_node=d.nproc_per_node,
+        node_rank=topo.node_rank, master_addr=topo.master_addr or d.master_addr,
+        master_port=topo.master_port or d.master_port, force_torchrun=ds_path is not None)
+    return StagePlan(name, recipe, stage_dir, args, ds_cfg, argv)
+
+
+def plan(recipe: Recipe, run_dir: Path, topo: Topology | None = None,
+         dataset_dirs: dict[str, str] | None = None) -> list[StagePlan]:
+    """Every stage's plan; `dataset_dirs` maps a stage name to the folder LLaMA-Factory reads."""
+    topo = topo or Topology()
+    out = []
+    for name, r, sdir in chain(recipe, run_dir):
+        prepared = Path(r.data.prepared_dir) / "manifest.json"
+        manifest = load_manifest(r.data.prepared_dir) if prepared.exists() else None
+        out.append(plan_stage(name, r, sdir, manifest, topo, dataset_dir=(dataset_dirs or {}).get(name)))
+    return out
+
+
+def dry_run(recipe: Recipe, topo: Topology | None = None) -> list[StagePlan]:
+    return plan(recipe, Path(recipe.runs_dir) / f"{recipe.name}-<timestamp>", topo)
