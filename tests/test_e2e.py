@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import yaml
+
 from conftest import REPO, run_ftk
 
 pytestmark = pytest.mark.slow
@@ -27,11 +28,23 @@ def trained(tmp_path_factory, synth_dir, tiny_model):
     proc = run_ftk("train", recipe, cwd=tmp)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (run_dir,) = (tmp / "runs").iterdir()
-    return tmp, run_dir
+    return tmp, run_dir, proc
+
+
+def test_training_screen_is_short_and_train_log_is_whole(trained):
+    """`ftk train` in a log (no TTY): a handful of ftk lines; LLaMA-Factory's output is in train.log."""
+    tmp, run_dir, proc = trained
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert len(lines) <= 15, lines
+    assert sum(line.startswith("main: step ") for line in lines) >= 3  # progress lines, read from trainer_log
+    assert lines[-1] == f"[ftk] trained: {run_dir}"
+    log = (run_dir / "train.log").read_text()
+    assert "***** train metrics *****" in log and "train_loss" in log and "Running tokenizer on dataset" in log
+    assert (run_dir / "loss.png").stat().st_size > 10_000
 
 
 def test_train_then_eval_end_to_end(trained):
-    tmp, run_dir = trained
+    tmp, run_dir, _ = trained
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "finished" and manifest["exit_code"] == 0
     assert manifest["argv"][:3] == ["python", "-m", "llamafactory.launcher"]
@@ -69,7 +82,7 @@ def test_llamafactory_predictions_scored_like_ftk_eval(trained):
     """LLaMA-Factory's own predict (greedy) -> generated_predictions.jsonl -> ftk eval --predictions."""
     from ftk.train.llamafactory import render_predict_args
 
-    tmp, run_dir = trained
+    tmp, run_dir, _ = trained
     out = run_dir / "eval-test"
     if not (out / "metrics.json").exists():
         assert run_ftk("eval", run_dir, cwd=tmp).returncode == 0
@@ -91,51 +104,72 @@ def test_llamafactory_predictions_scored_like_ftk_eval(trained):
     assert theirs["accuracy"] == ours["accuracy"]
 
 
-def test_user_defined_task_from_unseen_tsv(tmp_path, tiny_model):
-    """A task YAML for a file ftk has never seen: other columns, other labels, no code change."""
+def test_support_ticket_task_end_to_end_without_python(tmp_path, tiny_model):
+    """A user-defined CSV task (own column names, own labels, its own ticket ids) prepares, trains,
+    evaluates and compares through the command line only; the run keeps working after the task
+    YAML is moved and is not changed by edits to it."""
     from ftk.data.synth import generate
 
     codes = {"1": "P", "2": "S", "3": "M", "4": "T"}
     for split, n, seed in (("train", 2000, 10), ("test", 200, 11)):
-        with open(tmp_path / f"{split}.tsv", "w", newline="") as fh:
-            w = csv.writer(fh, delimiter="\t")
-            w.writerow(["doc_id", "headline", "body", "topic_code"])
+        with open(tmp_path / f"{split}.csv", "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["ticket_id", "subject", "message", "queue"])
             for i, (cls, title, desc) in enumerate(generate(n, seed)):
-                w.writerow([f"{split}{i}", title, desc, codes[cls]])
-    task_yaml = tmp_path / "press_topics.yaml"
+                w.writerow([f"T-{split}-{1000 + i}", title, desc, codes[cls]])
+    task_yaml = tmp_path / "tickets.yaml"
     task_yaml.write_text(yaml.safe_dump({
-        "name": "press_topics", "kind": "classification",
+        "name": "tickets", "kind": "classification",
         "labels": ["politics", "sport", "money", "tech"],
-        "sources": {"tsv": {"reader": "tsv", "label_column": "topic_code",
+        "sources": {"csv": {"reader": "csv", "label_column": "queue", "id_column": "ticket_id",
                             "label_map": {"P": "politics", "S": "sport", "M": "money", "T": "tech"},
-                            "input": "{headline}. {body}", "required": ["body"]}},
-        "prompts": {"default": "short", "versions": {"short": "Topic of this press item (politics, sport, money or tech)?\n"}},
+                            "input": "{subject}. {message}", "required": ["message"]}},
+        "prompts": {"default": "short", "versions": {"short": "Which queue gets this ticket (politics, sport, money or tech)?\n"}},
         "target": "{label}",
         "extraction": {"steps": ["strip", "label", "take_first"]},
         "metrics": ["accuracy"],
     }))
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump({
-        "extends": str(REPO / "configs" / "agnews_tiny_cpu.yaml"), "name": "press", "task": str(task_yaml),
-        "data": {"train": str(tmp_path / "train.tsv"), "test": str(tmp_path / "test.tsv"),
+        "extends": str(REPO / "configs" / "agnews_tiny_cpu.yaml"), "name": "tickets", "task": str(task_yaml),
+        "data": {"train": str(tmp_path / "train.csv"), "test": str(tmp_path / "test.csv"),
                  "prepared_dir": str(tmp_path / "prepared"), "prompt_version": "short"},
         "model": {"name_or_path": str(tiny_model)}, "runs_dir": str(tmp_path / "runs")}))
+    assert run_ftk("validate", recipe, cwd=tmp_path).returncode == 0
     proc = run_ftk("prepare", recipe, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "train: 2000 rows" in proc.stdout and "politics" in proc.stdout
     proc = run_ftk("train", recipe, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run_dir,) = (tmp_path / "runs").iterdir()
+    assert (run_dir / "task.yaml").read_text() == task_yaml.read_text()
+    assert (run_dir / "data-manifest.json").is_file()
+
+    # The task YAML moves away (and a new one with the same path says something else): the run
+    # evaluates with its own copy.
+    task_yaml.rename(tmp_path / "moved.yaml")
+    task_yaml.write_text("name: tickets\nkind: classification\nlabels: [a, b]\nsources: {}\n")
     proc = run_ftk("eval", run_dir, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads((run_dir / "eval-test" / "metrics.json").read_text())
-    assert m["task"] == "press_topics" and m["n"] == 200
+    assert m["task"] == "tickets" and m["n"] == 200
     assert set(m["per_class"]) == {"politics", "sport", "money", "tech"}
     assert m["accuracy"] >= 0.8, m["accuracy"]
+    preds = [json.loads(line) for line in (run_dir / "eval-test" / "predictions.jsonl").open()]
+    assert preds[0]["source_id"] == "T-test-1000" and len({p["source_id"] for p in preds}) == 200
+    assert all(e["source_id"].startswith("T-test-") for e in map(json.loads, (run_dir / "eval-test" / "errors.jsonl").open()))
+
+    proc = run_ftk("eval", run_dir, "--mode", "choice", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_ftk("compare", run_dir / "eval-test", run_dir / "eval-test-choice", "--out", tmp_path / "cmp", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "McNemar" in proc.stdout and json.loads((tmp_path / "cmp" / "compare.json").read_text())["task"] == "tickets"
+    proc = run_ftk("runs", tmp_path / "runs", cwd=tmp_path)
+    assert proc.returncode == 0 and "finished" in proc.stdout and "accuracy" in proc.stdout
 
 
 def test_choice_mode_agrees_with_generate_and_saves_probabilities(trained):
-    tmp, run_dir = trained
+    tmp, run_dir, _ = trained
     assert run_ftk("eval", run_dir, cwd=tmp).returncode == 0
     proc = run_ftk("eval", run_dir, "--mode", "choice", cwd=tmp)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -157,7 +191,7 @@ def test_killed_eval_resumes_without_duplicates_or_gaps(trained, tmp_path):
     import time
     from pathlib import Path
 
-    _, run_dir = trained
+    _, run_dir, _ = trained
     out = tmp_path / "ev"
     ref_out = tmp_path / "ref"
     assert run_ftk("eval", run_dir, "--out", ref_out).returncode == 0
@@ -185,7 +219,7 @@ def test_killed_eval_resumes_without_duplicates_or_gaps(trained, tmp_path):
 
 
 def test_two_shards_give_the_same_predictions(trained, tmp_path):
-    _, run_dir = trained
+    _, run_dir, _ = trained
     assert run_ftk("eval", run_dir, "--out", tmp_path / "one", "--shards", "1").returncode == 0
     proc = run_ftk("eval", run_dir, "--out", tmp_path / "two", "--shards", "2")
     assert proc.returncode == 0, proc.stderr[-3000:]

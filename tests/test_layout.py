@@ -20,6 +20,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from conftest import REPO
 
 PKG = REPO / "src" / "ftk"

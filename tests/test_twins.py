@@ -6,6 +6,7 @@ A few steps each (the recipes' own settings otherwise), on the real files in ../
 import json
 
 import pytest
+
 from conftest import REALDATA, REPO, run_ftk
 
 pytestmark = pytest.mark.slow

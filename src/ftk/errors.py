@@ -7,6 +7,7 @@ code 2; nothing else in ftk calls `sys.exit`.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,13 +32,36 @@ class FtkError(Exception):
         super().__init__(prefix + message)
 
 
+_UNION_BRANCH = re.compile(r"^(bool|int|float|str|none|literal\[.*\]|function-.*|constrained-.*|json-or-python.*|"
+                           r"union\[.*\]|list\[.*\]|dict\[.*\]|tagged-union\[.*\]|\[key\])$")
+
+
 def format_validation_error(exc: "ValidationError") -> str:
-    """All pydantic errors on one line: `key.path: message; other.key: message`."""
-    parts = []
+    """All pydantic errors on one line: `key.path`: problem (got value); `other.key`: problem.
+
+    The alternatives of a union (`bool | Literal["neat"]`) become one problem: "a or b (got x)".
+    """
+    by_loc: dict[str, list[str]] = {}
+    got: dict[str, str] = {}
     for err in exc.errors():
-        loc = ".".join(str(x) for x in err["loc"])
+        loc = ".".join(str(x) for x in err["loc"] if not _UNION_BRANCH.match(str(x)))
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
-        parts.append(f"`{loc}`: {msg}" if loc else msg)
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        else:
+            value = err.get("input")
+            if isinstance(value, (str, int, float, bool)):
+                shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+                if "got " not in msg and repr(value) not in msg:
+                    got[loc] = shown
+            msg = msg[:1].lower() + msg[1:]
+        if msg not in by_loc.setdefault(loc, []):
+            by_loc[loc].append(msg)
+    parts = []
+    for loc, msgs in by_loc.items():
+        text = " or ".join(m.removeprefix("input should be ") if i else m for i, m in enumerate(msgs))
+        text += f" (got {got[loc]})" if loc in got else ""
+        parts.append(f"`{loc}`: {text}" if loc else text)
     return "; ".join(parts)

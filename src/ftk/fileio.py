@@ -86,3 +86,12 @@ def staged_dir(final: str | Path) -> Iterator[Path]:
             os.replace(item, final / item.name)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def fault_point(name: str) -> None:
+    """Crash-test hook: with FTK_KILL_AT=<name> in the environment this process kills itself here
+    with SIGKILL, exactly as `kill -9` would (tests use it to prove outputs stay whole)."""
+    if os.environ.get("FTK_KILL_AT") == name:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)

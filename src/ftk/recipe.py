@@ -1,6 +1,6 @@
 """The recipe: one YAML per experiment, validated by pydantic with unknown keys rejected.
 
-`load_recipe(path, overrides)` reads the YAML (yaml.safe_load), follows `extends:` (a path
+`load_recipe(path, overrides)` reads the YAML (ftk.yamlio: safe_load, UTF-8, bounded aliases), follows `extends:` (a path
 relative to the recipe; the child's keys win, mappings merge deeply), applies `a.b=value`
 overrides and validates. Every error is reported at once, with the file and the key.
 """
@@ -8,20 +8,15 @@ overrides and validates. Every error is reported at once, with the file and the 
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ftk.errors import FtkError, format_validation_error
+from ftk.yamlio import read_yaml
 
 
 class _Strict(BaseModel):
@@ -37,14 +32,22 @@ class DataConfig(_Strict):
     source_format: str | None = Field(None, description="task source format; default by file suffix")
     prepared_dir: str = Field(description="output folder of `ftk prepare` (dataset_dir for LLaMA-Factory)")
     prompt_version: str | None = Field(None, description="task prompt version; the task's default when absent")
-    max_samples: dict[str, int] = Field(
+    max_samples: dict[Literal["train", "validation", "test"], int] = Field(
         default_factory=dict,
         description="split -> seeded sample size; train is sampled before validation is split off it")
     sample_strategy: Literal["uniform", "stratified"] = "uniform"
-    val_size: float | int | None = Field(None, description="fraction or count split off train for validation")
-    test_size: float | int | None = Field(None, description="fraction or count split off train for test")
+    val_size: float | int | None = Field(None, gt=0, description="fraction (<1) or count split off train for validation")
+    test_size: float | int | None = Field(None, gt=0, description="fraction (<1) or count split off train for test")
     drop_overlap: bool = Field(False, description="drop train rows whose input is also in validation/test")
-    seed: int = 42
+    seed: int = Field(42, ge=0)
+
+    @field_validator("max_samples")
+    @classmethod
+    def _positive_samples(cls, v: dict) -> dict:
+        bad = {k: n for k, n in v.items() if n < 1}
+        if bad:
+            raise ValueError(f"sample sizes must be >= 1, got {bad}")
+        return v
 
     def sources(self) -> dict[str, str]:
         return {k: v for k, v in (("train", self.train), ("validation", self.validation),
@@ -54,16 +57,16 @@ class DataConfig(_Strict):
 class TinyModelSpec(_Strict):
     """Build a tiny random-init LLaMA at `model.name_or_path` when it is missing (CPU twins, tests)."""
 
-    hidden_size: int = 128
-    layers: int = 2
-    heads: int = 4
-    kv_heads: int = 2
-    vocab_size: int = 4096
-    seed: int = 0
+    hidden_size: int = Field(128, ge=8)
+    layers: int = Field(2, ge=1)
+    heads: int = Field(4, ge=1)
+    kv_heads: int = Field(2, ge=1)
+    vocab_size: int = Field(4096, ge=300)
+    seed: int = Field(0, ge=0)
 
 
 class ModelConfig(_Strict):
-    name_or_path: str = Field(description="hub id or local path of the base model")
+    name_or_path: str = Field(min_length=1, description="hub id or local path of the base model")
     template: str = Field("llama3", description="LLaMA-Factory chat template name")
     trust_remote_code: bool = Field(False, description="run the model repo's own code (off unless needed)")
     adapter_name_or_path: str | None = Field(None, description="start from this LoRA adapter")
@@ -73,59 +76,87 @@ class ModelConfig(_Strict):
 class MethodConfig(_Strict):
     finetuning_type: Literal["full", "freeze", "lora"] = "full"
     quantization_bit: Literal[4, 8] | None = Field(None, description="QLoRA: 4 (or 8) with finetuning_type lora")
-    lora_rank: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
+    lora_rank: int = Field(8, ge=1)
+    lora_alpha: float = Field(16, gt=0)
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
     lora_target: str = Field("all", description="comma-separated module names, or all")
     freeze_trainable_layers: int = Field(2, description="freeze: train the last N layers")
 
 
 class TrainConfig(_Strict):
     stage: Literal["sft", "pt"] = "sft"
-    learning_rate: float = 2e-5
-    num_train_epochs: float = 1.0
-    max_steps: int | None = None
-    per_device_train_batch_size: int = 4
-    gradient_accumulation_steps: int = 1
+    learning_rate: float = Field(2e-5, gt=0)
+    num_train_epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    per_device_train_batch_size: int = Field(4, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
     lr_scheduler_type: str = "cosine"
-    warmup_ratio: float = 0.0
-    warmup_steps: int | None = None
-    weight_decay: float = 0.0
-    cutoff_len: int = 1024
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    warmup_steps: int | None = Field(None, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    cutoff_len: int = Field(1024, ge=8)
+    packing: bool | Literal["neat"] = Field(
+        False, description="pack short examples into cutoff_len sequences (LLaMA-Factory `packing`); "
+                           "neat = packed without attention across examples (`neat_packing`, sft only)")
     precision: Literal["bf16", "fp16", "fp32"] = "bf16"
-    logging_steps: int = 10
-    save_steps: int = 500
-    save_total_limit: int | None = None
-    eval_steps: int | None = None
+    logging_steps: int = Field(10, ge=1)
+    save_steps: int = Field(500, ge=1)
+    save_total_limit: int | None = Field(None, ge=1)
+    eval_steps: int | None = Field(None, ge=1)
     plot_loss: bool = True
     resize_vocab: bool = False
-    ddp_timeout: int = 180000000
-    preprocessing_num_workers: int | None = None
-    dataloader_num_workers: int | None = None
-    seed: int = 42
+    ddp_timeout: int = Field(180000000, ge=1)
+    preprocessing_num_workers: int | None = Field(None, ge=1)
+    dataloader_num_workers: int | None = Field(None, ge=0)
+    seed: int = Field(42, ge=0)
+
+
+# Everything that reaches sbatch.sh matches one of these (no spaces, quotes, newlines or shell syntax).
+SLURM_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9._,-]*")
+SLURM_TIME = re.compile(r"(\d+-)?\d{1,4}(:\d{1,2}){0,2}|UNLIMITED|INFINITE")
+SLURM_OPTION = re.compile(r"--[A-Za-z][A-Za-z0-9-]*(=[A-Za-z0-9._,:=/@%+-]+)?")
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _matches(rx: re.Pattern, value: str, what: str) -> str:
+    if not rx.fullmatch(value):
+        raise ValueError(f"{value!r} is not a valid {what} (expected {rx.pattern})")
+    return value
 
 
 class SlurmConfig(_Strict):
-    partition: str | None = None
+    partition: str | None = Field(None, description="SLURM partition(s), e.g. gpu or gpu,debug")
     account: str | None = None
-    time: str | None = Field(None, description="wall-time limit, e.g. 24:00:00")
-    cpus_per_task: int = 16
+    time: str | None = Field(None, description="wall-time limit, e.g. 24:00:00 or 2-00:00:00")
+    cpus_per_task: int = Field(16, ge=1)
+    extra_sbatch: list[Annotated[str, AfterValidator(lambda v: _matches(SLURM_OPTION, v, "sbatch option"))]] = Field(
+        default_factory=list, description="more #SBATCH options, e.g. --qos=high")
 
     @field_validator("time", mode="before")
     @classmethod
     def _sexagesimal(cls, v):
         # YAML 1.1 reads an unquoted 24:00:00 as the integer 86400 (seconds).
-        if isinstance(v, int):
+        if isinstance(v, int) and not isinstance(v, bool):
             return f"{v // 3600}:{v % 3600 // 60:02d}:{v % 60:02d}"
         return v
-    extra_sbatch: list[str] = Field(default_factory=list, description="more #SBATCH lines, e.g. --qos=high")
+
+    @field_validator("partition", "account")
+    @classmethod
+    def _word(cls, v, info):
+        return None if v is None else _matches(SLURM_WORD, v, f"SLURM {info.field_name}")
+
+    @field_validator("time")
+    @classmethod
+    def _time(cls, v):
+        return None if v is None else _matches(SLURM_TIME, v, "SLURM time limit")
+
 
 
 class DistributedConfig(_Strict):
     nnodes: int = Field(1, ge=1)
     nproc_per_node: int = Field(1, ge=1)
-    master_addr: str = "127.0.0.1"
-    master_port: int = 29500
+    master_addr: str = Field("127.0.0.1", pattern=r"^[A-Za-z0-9][A-Za-z0-9.:-]*$")
+    master_port: int = Field(29500, ge=1, le=65535)
     deepspeed: Literal["z0", "z2", "z3", "z3_offload"] | None = Field(
         None, description="DeepSpeed ZeRO stage preset, or a path in deepspeed_config")
     deepspeed_config: str | None = Field(None, description="path to a DeepSpeed JSON (overrides the preset)")
@@ -140,10 +171,10 @@ class TrackingConfig(_Strict):
 
 class EvalConfig(_Strict):
     split: str = "test"
-    batch_size: int | Literal["auto"] = Field(
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
         "auto", description="generation batch size; auto = 256 on a GPU (halved on out-of-memory), 32 on CPU")
-    max_new_tokens: int | None = Field(None, description="default: longest target + margin")
-    limit: int | None = Field(None, description="evaluate only the first N test rows")
+    max_new_tokens: int | None = Field(None, ge=1, description="default: longest target + margin")
+    limit: int | None = Field(None, ge=1, description="evaluate only the first N test rows")
     mode: Literal["generate", "choice"] = Field("generate", description="free generation or label-choice scoring")
 
 
@@ -151,7 +182,7 @@ class StageConfig(_Strict):
     """One stage of a chain (e.g. pt then sft): keys here override the recipe for this stage; each
     stage after the first starts from the previous stage's output."""
 
-    name: str
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     task: str | None = None
     data: dict[str, Any] | None = None
     method: dict[str, Any] | None = None
@@ -159,7 +190,7 @@ class StageConfig(_Strict):
 
 
 class Recipe(_Strict):
-    name: str
+    name: str = Field(description="run name: runs/<name>-<timestamp>/ (letters, digits, '.', '_', '-')")
     task: str = Field(description="built-in task name or path to a task YAML")
     description: str = ""
     data: DataConfig
@@ -173,6 +204,11 @@ class Recipe(_Strict):
     llamafactory_args: dict[str, Any] = Field(
         default_factory=dict, description="extra LLaMA-Factory keys, passed through as they are")
     stages: list[StageConfig] = Field(default_factory=list, description="optional chain, e.g. pt then sft")
+
+    @field_validator("name")
+    @classmethod
+    def _run_name(cls, v: str) -> str:
+        return _matches(RUN_NAME, v, "run name")
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Recipe:
@@ -193,6 +229,11 @@ class Recipe(_Strict):
             problems.append("`method.quantization_bit` (QLoRA) does not work with `distributed.deepspeed` z3")
         if t.eval_steps and not (self.data.val_size or self.data.validation):
             problems.append("`train.eval_steps` needs a validation split (`data.val_size` or `data.validation`)")
+        if t.packing == "neat" and t.stage != "sft":
+            problems.append(f"`train.packing` neat needs `train.stage` sft, not {t.stage} (LLaMA-Factory refuses it)")
+        if t.packing == "neat" and d.flash_attn == "fa2" and t.per_device_train_batch_size != 1:
+            problems.append("`train.packing` neat with `distributed.flash_attn` fa2 needs "
+                            f"`train.per_device_train_batch_size` 1, not {t.per_device_train_batch_size}")
         if self.model.adapter_name_or_path and m.finetuning_type != "lora":
             problems.append("`model.adapter_name_or_path` needs `method.finetuning_type` lora")
         if problems:
@@ -205,9 +246,12 @@ class Recipe(_Strict):
             return [("main", self)]
         base = self.model_dump(mode="python", exclude={"stages"})
         out = []
-        for st in self.stages:
+        for i, st in enumerate(self.stages):
             merged = deep_merge(base, {k: v for k, v in st.model_dump(exclude={"name"}).items() if v is not None})
-            out.append((st.name, Recipe.model_validate(merged)))
+            try:
+                out.append((st.name, Recipe.model_validate(merged)))
+            except ValidationError as exc:
+                raise ValueError(f"stage {st.name!r} (`stages.{i}`): " + format_validation_error(exc)) from None
         return out
 
 
@@ -222,16 +266,12 @@ def deep_merge(base: dict, child: dict) -> dict:
 
 
 def _read_yaml(path: Path) -> dict:
-    if not path.is_file():
-        raise FtkError("recipe file not found", path=path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = str(mark.line + 1) if mark else None
-        raise FtkError(f"not valid YAML: {getattr(exc, 'problem', exc)}", path=path, where=where) from None
+    raw = read_yaml(path, "recipe file")
     if not isinstance(raw, dict):
-        raise FtkError("a recipe must be a YAML mapping", path=path)
+        raise FtkError(f"a recipe must be a YAML mapping of keys, not {type(raw).__name__}", path=path)
+    bad = [k for k in raw if not isinstance(k, str)]
+    if bad:
+        raise FtkError(f"recipe keys must be strings, got {bad[0]!r}", path=path)
     return raw
 
 
@@ -244,9 +284,12 @@ def load_raw(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     parent = raw.pop("extends", None)
     if parent is None:
         return raw
+    if not isinstance(parent, str) or not parent:
+        raise FtkError(f"`extends` must be a recipe path, got {parent!r}", path=path, where="extends")
     parent_path = (path.parent / parent) if not Path(parent).is_absolute() else Path(parent)
     if not parent_path.is_file():
-        raise FtkError(f"extends: {parent} not found", path=path, where="extends")
+        raise FtkError(f"{parent} not found (expected a recipe path relative to this file)", path=path,
+                       where="extends")
     base = load_raw(parent_path, _seen + (path.resolve(),))
     return deep_merge(base, raw)
 
@@ -275,10 +318,13 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     raw = apply_overrides(load_raw(path), overrides or [])
     try:
         recipe = Recipe.model_validate(raw)
-        recipe.stage_recipes()
-        return recipe
     except ValidationError as exc:
         raise FtkError(format_validation_error(exc), path=path) from None
+    try:
+        recipe.stage_recipes()
+    except ValueError as exc:
+        raise FtkError(str(exc), path=path) from None
+    return recipe
 
 
 def json_schema() -> dict:

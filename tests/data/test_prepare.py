@@ -2,8 +2,8 @@ import json
 from collections import Counter
 
 import pytest
-from conftest import realdata
 
+from conftest import realdata
 from ftk.data.dataset_info import update_dataset_info
 from ftk.data.prepare import prepare
 from ftk.data.records import read_records
@@ -76,9 +76,9 @@ def test_bad_class_index_names_file_and_line_and_writes_nothing(tmp_path):
 def test_skip_malformed_counts_reasons(tmp_path):
     src = tmp_path / "bad.csv"
     src.write_text('"1","a","b"\n"7","c","d"\n"2","x"\n"3","","desc"\n"4","t","d"\n')
-    m = prepare(AG, {"test": str(src)}, tmp_path / "out", skip_malformed=True)
+    m = prepare(AG, {"test": str(src)}, tmp_path / "out", skip_malformed=True, max_malformed=0.5)
     s = m["splits"]["test"]
-    assert s["rows"] == 2 and s["rows_read"] == 2
+    assert s["rows"] == 2 and s["rows_read"] == 5  # every data row of the file, malformed ones included
     assert s["malformed"]["count"] == 2
     assert s["malformed"]["by_reason"] == {"wrong_column_count": 1, "unknown_label": 1}
     assert s["cleaning"] == {"empty": 1}  # an empty title is cleaning, not a malformed row
@@ -128,7 +128,6 @@ def test_real_agnews_test_counts(tmp_path):
 
 def test_train_reprepares_when_the_recipe_data_changes(tmp_path, synth_dir):
     from conftest import REPO
-
     from ftk.recipe import load_recipe
     from ftk.train.run import ensure_prepared
 
@@ -147,14 +146,16 @@ def test_undecodable_bytes_are_malformed_rows_with_line(tmp_path):
     src.write_bytes(b'"1","good","row"\n"2","bad \xff\xfe byte","row"\n"3","fine","again"\n')
     with pytest.raises(FtkError, match=rf"{src}:2: bytes that are not valid utf-8"):
         prepare(AG, {"test": str(src)}, tmp_path / "o")
-    m = prepare(AG, {"test": str(src)}, tmp_path / "o", skip_malformed=True)
+    with pytest.raises(FtkError, match=r"1 of 3 rows \(33.3%\) are malformed, more than --max-malformed 1%"):
+        prepare(AG, {"test": str(src)}, tmp_path / "o", skip_malformed=True)
+    m = prepare(AG, {"test": str(src)}, tmp_path / "o", skip_malformed=True, max_malformed=0.5)
     assert m["splits"]["test"]["rows"] == 2
     assert m["splits"]["test"]["malformed"]["by_reason"] == {"undecodable": 1}
 
 
 def test_strict_stops_at_the_first_malformed_row(tmp_path):
     src = tmp_path / "bad.csv"
-    src.write_text('"1","a","b"\n"9","c","d"\n"8","e","f"\n')
+    src.write_text('"1","a","b"\n"9","c","d"\n"8","e","f"\n"2","g","h"\n"3","i","j"\n"4","k","l"\n')
     with pytest.raises(FtkError) as exc:
         prepare(AG, {"test": str(src)}, tmp_path / "o", strict=True)
     assert f"{src}:2:" in str(exc.value) and "--strict" in str(exc.value)
@@ -166,7 +167,7 @@ def test_near_duplicates_by_rouge_l_match_rouge_score(tmp_path):
     from rouge_score import rouge_scorer, tokenize
 
     from ftk.data.cleaning import drop_near_duplicates, rouge_l_f
-    from ftk.data.sources import Example
+    from ftk.data.rows import Example
 
     texts = ["The red mug has a wide handle and holds hot tea",
              "The red mug has a wide handle and holds hot coffee",   # near duplicate of the first

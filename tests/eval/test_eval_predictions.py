@@ -4,9 +4,9 @@ import json
 
 import numpy as np
 import pytest
-from conftest import run_ftk
 from sklearn.metrics import accuracy_score, f1_score
 
+from conftest import run_ftk
 from ftk.data.prepare import prepare
 from ftk.data.records import read_records
 from ftk.data.task import load_task

@@ -54,3 +54,17 @@ def test_digit_labels_use_names_not_positions():
 ])
 def test_option_letters(text, expected):
     assert make_extractor(AG, ["strip", "option_letter", "take_first"])(text) == expected
+
+
+def test_step_registry_matches_the_task_schema():
+    from ftk.data.task import EXTRACTION_STEPS
+    from ftk.eval.extract import STEPS
+
+    assert set(STEPS) == set(EXTRACTION_STEPS)
+
+
+def test_after_key_step_reads_the_label_after_its_key():
+    ex = make_extractor(["negative", "neutral", "positive"], ["after:Label", "strip", "label", "take_first"])
+    assert ex("The sentence is about profits. Label : positive") == "positive"
+    assert ex("label= Neutral.") == "neutral"
+    assert ex("positive") == INVALID  # no Label key: invalid, never guessed

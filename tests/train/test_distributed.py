@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import REPO, run_ftk
 
 pytestmark = pytest.mark.slow
@@ -73,7 +74,9 @@ def test_kill_after_first_checkpoint_then_resume(tmp_path, synth_dir, tiny_model
     proc.wait()
     assert ckpt is not None, (tmp_path / "first.log").read_text()[-3000:]
     run_dir = ckpt.parent.parent
-    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "running"
+    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "running"  # as the crash left it
+    listing = run_ftk("runs", tmp_path / "runs", cwd=tmp_path)  # ... but its process is gone
+    assert listing.returncode == 0 and "interrupted" in listing.stdout, listing.stdout
     assert not (run_dir / "model" / "checkpoint-120").exists()
 
     proc = run_ftk("train", "--resume", run_dir, cwd=tmp_path)

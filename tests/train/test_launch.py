@@ -4,8 +4,8 @@ import shlex
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_ftk
 
+from conftest import REPO, run_ftk
 from ftk.errors import FtkError
 from ftk.recipe import load_recipe
 from ftk.train.plan import Topology, dry_run
@@ -61,7 +61,7 @@ def test_sbatch_script_two_nodes():
 #SBATCH --ntasks-per-node=1
 #SBATCH --gpus-per-node=8
 #SBATCH --cpus-per-task=16
-#SBATCH --output={RUN}/slurm-%j.out
+#SBATCH --output='{RUN}/slurm-%j.out'
 #SBATCH --partition=gpu
 #SBATCH --time=24:00:00
 
@@ -141,12 +141,12 @@ def test_validate_cli_reports_file_and_key(tmp_path):
 
 
 def test_validate_catches_unknown_template_and_llamafactory_key(tmp_path):
-    from ftk.validate import validate
+    from ftk.validate import validate_recipe
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(f"extends: {S0}\nmodel: {{template: llama33}}\nllamafactory_args: {{not_a_key: 1}}\n")
     with pytest.raises(FtkError) as exc:
-        validate(bad)
+        validate_recipe(bad)
     msg = str(exc.value)
     assert "`model.template`: 'llama33' is not a LLaMA-Factory template; did you mean 'llama3'?" in msg
     assert "unknown LLaMA-Factory key(s)" in msg and "not_a_key" in msg

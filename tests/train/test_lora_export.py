@@ -4,6 +4,7 @@ the lowest-eval-loss checkpoint, and check the merged weights compute what base 
 import json
 
 import pytest
+
 from conftest import REPO, run_ftk
 
 pytestmark = pytest.mark.slow

@@ -1,7 +1,7 @@
 
 import pytest
-from conftest import REPO
 
+from conftest import REPO
 from ftk.recipe import load_recipe
 from ftk.train.launch import build_train_argv, shell_quote
 from ftk.train.plan import Topology, dry_run, plan_stage

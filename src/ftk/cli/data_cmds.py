@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -22,13 +23,15 @@ def prepare_cmd(
     out: Annotated[Optional[Path], typer.Option(help="output folder")] = None,
     source_format: Annotated[Optional[str], typer.Option("--format", help="task source format (default by suffix)")] = None,
     prompt_version: Annotated[Optional[str], typer.Option(help="prompt version of the task")] = None,
-    seed: Annotated[int, typer.Option(help="seed for sampling and splits")] = 42,
+    seed: Annotated[int, typer.Option(min=0, help="seed for sampling and splits")] = 42,
     max_samples: Annotated[Optional[list[str]], typer.Option(help="SPLIT=N seeded sample (repeatable)")] = None,
     sample_strategy: Annotated[str, typer.Option(help="uniform or stratified")] = "uniform",
     val_size: Annotated[Optional[float], typer.Option(help="fraction (<1) or count split off train")] = None,
     test_size: Annotated[Optional[float], typer.Option(help="fraction (<1) or count split off train for test")] = None,
     drop_overlap: Annotated[bool, typer.Option(help="drop train rows whose input is in validation/test")] = False,
     skip_malformed: Annotated[bool, typer.Option(help="drop malformed rows and count them instead of failing")] = False,
+    max_malformed: Annotated[float, typer.Option(min=0.0, max=1.0, help="with --skip-malformed: the largest share "
+                                                 "of a split that may be dropped")] = 0.01,
     strict: Annotated[bool, typer.Option(help="fail on the first malformed row and on train/test overlap")] = False,
 ) -> None:
     """Turn raw data into LLaMA-Factory files + dataset_info.json + manifest.json.
@@ -44,26 +47,39 @@ def prepare_cmd(
         return int(x) if x is not None and x >= 1 else x
 
     if recipe is not None:
-        from ftk.recipe import load_recipe
+        from ftk.validate import check_for_prepare
 
-        r = load_recipe(recipe, overrides)
+        if task or out or train or validation or test:
+            raise FtkError("give a recipe, or --task/--out/--train/--validation/--test, not both")
+        r = check_for_prepare(recipe, overrides)
         out_dir = Path(r.data.prepared_dir)
-        manifest = prepare_recipe(r, strict=strict, skip_malformed=skip_malformed)
+        manifest = prepare_recipe(r, strict=strict, skip_malformed=skip_malformed, max_malformed=max_malformed,
+                                  recipe_path=recipe)
     else:
         if not task or not out:
             raise FtkError("give a recipe, or --task and --out with at least one of --train/--validation/--test")
+        if sample_strategy not in ("uniform", "stratified"):
+            raise FtkError(f"--sample-strategy {sample_strategy!r}: expected uniform or stratified")
+        for name, value in (("--val-size", val_size), ("--test-size", test_size)):
+            if value is not None and value <= 0:
+                raise FtkError(f"{name} {value}: expected a fraction in (0, 1) or a row count >= 1")
         samples = {}
         for item in max_samples or []:
             split, sep, n = item.partition("=")
-            if not sep or not n.isdigit():
-                raise FtkError(f"--max-samples {item!r}: expected SPLIT=N")
+            if not sep or not n.isdigit() or int(n) < 1 or split not in ("train", "validation", "test"):
+                raise FtkError(f"--max-samples {item!r}: expected SPLIT=N with SPLIT train, validation or test "
+                               "and N >= 1")
             samples[split] = int(n)
         sources = {k: v for k, v in (("train", train), ("validation", validation), ("test", test)) if v}
+        try:
+            task_spec = load_task(task)
+        except FtkError as exc:
+            raise (exc if exc.path else FtkError(f"--task: {exc}")) from None
         out_dir = out
-        manifest = prepare(load_task(task), sources, out, prompt_version=prompt_version, seed=seed,
+        manifest = prepare(task_spec, sources, out, prompt_version=prompt_version, seed=seed,
                            max_samples=samples, sample_strategy=sample_strategy, val_size=size(val_size),
                            test_size=size(test_size), drop_overlap=drop_overlap, source_format=source_format,
-                           strict=strict, skip_malformed=skip_malformed)
+                           strict=strict, skip_malformed=skip_malformed, max_malformed=max_malformed)
     for split, info in manifest["splits"].items():
         counts = info.get("label_counts") or info.get("entity_counts") or {}
         shown = ", ".join(f"{k} {v}" for k, v in counts.items())
@@ -73,6 +89,8 @@ def prepare_cmd(
         print(f"{split}: {info['rows']} rows -> {out_dir / info['file']} [{info['dataset']}]"
               + (f" ({shown})" if shown else "") + (f"; removed: {', '.join(extra)}" if extra else ""))
     print(f"manifest: {out_dir / 'manifest.json'}")
+    for warning in manifest.get("warnings", []):
+        print(f"WARNING: {warning}", file=sys.stderr)
 
 
 tasks_app = typer.Typer(help="List built-in tasks or show one.", invoke_without_command=True)

@@ -15,15 +15,15 @@ from ftk.errors import FtkError
 def eval_cmd(
     run: Annotated[Optional[Path], typer.Argument(help="run directory made by `ftk train`")] = None,
     out: Annotated[Optional[Path], typer.Option(help="output folder (default RUN/eval-<split>)")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="generation batch size")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="only the first N examples")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="generation batch size")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="only the first N examples")] = None,
     split: Annotated[Optional[str], typer.Option(help="prepared split to evaluate (default test)")] = None,
     predictions: Annotated[Optional[Path], typer.Option(help="score this predictions file instead of generating")] = None,
     task: Annotated[Optional[str], typer.Option(help="task of --predictions")] = None,
     data: Annotated[Optional[Path], typer.Option(help="prepared folder whose split holds the gold labels")] = None,
     mode: Annotated[Optional[str], typer.Option(help="generate (greedy text) or choice (label likelihoods)")] = None,
     engine: Annotated[str, typer.Option(help="hf (default) or vllm (GPU nodes)")] = "hf",
-    shards: Annotated[Optional[int], typer.Option(help="data-parallel processes (default: one per visible GPU)")] = None,
+    shards: Annotated[Optional[int], typer.Option(min=1, help="data-parallel processes (default: one per visible GPU)")] = None,
     shard: Annotated[Optional[str], typer.Option(hidden=True, help="internal: I/N worker of a sharded eval")] = None,
 ) -> None:
     """Greedy batched generation on the test split, label extraction, metrics and reports.
@@ -36,15 +36,15 @@ def eval_cmd(
     from ftk.eval.evaluate import evaluate_predictions, evaluate_run
     from ftk.eval.report import print_table
 
+    if split is not None and split not in ("train", "validation", "test"):
+        raise FtkError(f"--split {split!r}: expected train, validation or test")
     if predictions is not None:
         if not task or not out:
             raise FtkError("--predictions needs --task and --out")
+        if run is not None:
+            raise FtkError("give a run directory or --predictions, not both")
         metrics, out_dir = evaluate_predictions(predictions, task, out, data_dir=data, split=split or "test")
     elif run is not None:
-        if mode not in (None, "generate", "choice"):
-            raise FtkError(f"--mode {mode!r}: expected generate or choice")
-        if engine not in ("hf", "vllm"):
-            raise FtkError(f"--engine {engine!r}: expected hf or vllm")
         metrics, out_dir = evaluate_run(run, out_dir=out, batch_size=batch_size, limit=limit, split=split,
                                         mode=mode, engine=engine, shards=shards, shard=shard)
         if shard is not None:

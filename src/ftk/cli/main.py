@@ -37,15 +37,41 @@ def demo_cmd(
         run_demo(str(recipe))
     except TrainingFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
-        raise typer.Exit(1) from None
+        raise typer.Exit(exc.code or 1) from None
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI. Misuse (unknown option, bad value) and user errors are one `error:` line on
+    stderr with exit code 2; `--help` and the commands' own exit codes pass through."""
+    try:  # typer >= 0.20 vendors click as typer._click; older typer uses click itself
+        from typer._click import exceptions as cx
+    except ImportError:  # pragma: no cover
+        from click import exceptions as cx
+
+    command = typer.main.get_command(app)
     try:
-        app()
+        command.main(args=argv, prog_name="ftk", standalone_mode=False)
     except FtkError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+    except cx.NoArgsIsHelpError as exc:  # bare `ftk` or `ftk tasks`: the help, as standalone click does
+        exc.show()
+        sys.exit(0)
+    except cx.UsageError as exc:
+        where = f"ftk {exc.ctx.info_name}: " if exc.ctx is not None and exc.ctx.parent is not None else ""
+        print(f"error: {where}{exc.format_message()} (see --help)".replace("\n", " "), file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except (typer.Exit, cx.ClickException) as exc:  # Exit: a command's own exit code
+        code = getattr(exc, "exit_code", 1)
+        if isinstance(exc, cx.ClickException):
+            print(f"error: {exc.format_message()}", file=sys.stderr)
+        sys.exit(code)
+    except typer.Abort:
+        print("error: aborted", file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -22,8 +22,13 @@ def train_cmd(
     node_rank: Annotated[Optional[int], typer.Option(help="this node's rank (default $NODE_RANK or 0)")] = None,
     master_addr: Annotated[Optional[str], typer.Option(help="rank-0 node address (default $MASTER_ADDR)")] = None,
     master_port: Annotated[Optional[int], typer.Option(help="rendezvous port (default $MASTER_PORT)")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="stream the trainer's whole output too")] = False,
 ) -> None:
     """Render the LLaMA-Factory config into a new run directory and launch training.
+
+    The terminal shows one progress line per stage; the trainer's own output goes to RUN/train.log
+    (all of it with --verbose). On failure the end of train.log is printed and the exit code is
+    the trainer's.
 
     Examples:\n
       ftk train configs/agnews_tiny_cpu.yaml\n
@@ -35,17 +40,18 @@ def train_cmd(
     from ftk.train.plan import dry_run as plan_dry_run
     from ftk.train.run import TrainingFailed, train
     from ftk.train.run import resume as resume_run
+    from ftk.validate import check_for_training
 
     topo = Topology.from_env(node_rank, master_addr, master_port)
     try:
         if resume is not None:
-            run_dir = resume_run(resume, topo)
+            run_dir = resume_run(resume, topo, verbose=verbose)
             print(f"[ftk] trained: {run_dir}")
             return
         if recipe is None:
             raise FtkError("give a recipe (or --resume RUN)")
-        r = load_recipe(recipe, overrides)
         if dry_run:
+            r = load_recipe(recipe, overrides)
             import json
 
             for p in plan_dry_run(r, topo):
@@ -62,10 +68,11 @@ def train_cmd(
                 print("# sbatch.sh")
                 print(render_sbatch(r, plan_dry_run(r, topo), Path(r.runs_dir) / f"{r.name}-<timestamp>"), end="")
             return
-        run_dir = train(r, recipe, overrides, topo=topo, slurm=slurm)
+        r = check_for_training(recipe, overrides)
+        run_dir = train(r, recipe, overrides, topo=topo, slurm=slurm, verbose=verbose)
     except TrainingFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
-        raise typer.Exit(1) from None
+        raise typer.Exit(exc.code or 1) from None
     print(f"[ftk] {'prepared' if slurm else 'trained'}: {run_dir}")
 
 
@@ -73,17 +80,20 @@ def train_cmd(
 def validate_cmd(
     recipe: Annotated[Path, typer.Argument(help="recipe YAML")],
     overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value recipe overrides")] = None,
+    skip_data: Annotated[bool, typer.Option("--skip-data", help="do not read the data files (they live "
+                                            "on another machine)")] = False,
 ) -> None:
-    """Check a recipe without training: schema, task, data files, LLaMA-Factory's own parser,
-    template and dataset names. Every problem is reported at once (exit code 2).
+    """Check a recipe without training or writing anything: schema and ranges, the task, every data
+    row, referenced files, SLURM values, LLaMA-Factory's own parser, template and dataset names.
+    Every problem is reported at once, on one line (exit code 2).
 
     Examples:\n
       ftk validate configs/agnews_llama31_full.yaml\n
       ftk validate configs/agnews_tiny_cpu.yaml train.learning_rate=1e-4
     """
-    from ftk.validate import validate
+    from ftk.validate import validate_recipe
 
-    report = validate(recipe, overrides)
+    report = validate_recipe(recipe, overrides, data="skip" if skip_data else "full")
     for note in report.notes:
         print(f"note: {note}")
     print(f"{recipe}: OK")
@@ -109,6 +119,7 @@ def export_cmd(
     run: Annotated[Path, typer.Argument(help="run directory made by `ftk train`")],
     checkpoint: Annotated[str, typer.Option(help="last, best (lowest eval loss) or a step number")] = "last",
     out: Annotated[Optional[Path], typer.Option(help="export folder (default RUN/export-<checkpoint>)")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="stream LLaMA-Factory's whole output too")] = False,
 ) -> None:
     """Merge a LoRA adapter into a full model (LLaMA-Factory export), from the chosen checkpoint.
 
@@ -116,9 +127,58 @@ def export_cmd(
       ftk export runs/yelp_chatglm3_lora-20261121-101500\n
       ftk export runs/shopping_yi9b-20261121-101500 --checkpoint best
     """
-    from ftk.train.export import export
+    from ftk.train.export import ExportFailed, export
 
-    print(f"[ftk] exported: {export(run, checkpoint=checkpoint, out=out)}")
+    try:
+        print(f"[ftk] exported: {export(run, checkpoint=checkpoint, out=out, verbose=verbose)}")
+    except ExportFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(exc.code or 1) from None
+
+
+@app.command("runs")
+def runs_cmd(
+    runs_dir: Annotated[Path, typer.Argument(help="folder of run directories (or one run)")] = Path("runs"),
+) -> None:
+    """List runs: name, status (a run whose process is gone reads `interrupted`), steps, headline
+    metric of its evaluations, path.
+
+    Examples:\n
+      ftk runs\n
+      ftk runs /scratch/me/ftk-runs
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from ftk.train.runs import list_runs
+
+    rows = list_runs(runs_dir)
+    table = Table(title=f"{len(rows)} run(s) in {runs_dir}")
+    for col in ("name", "status", "steps", "metric", "started", "path"):
+        table.add_column(col, justify="right" if col == "steps" else "left", overflow="fold")
+    for r in rows:
+        table.add_row(r["name"] or "?", r["status"], "" if r["steps"] is None else str(r["steps"]),
+                      r["metric"] or "", r["started"] or "", r["path"])
+    Console(width=200 if not sys.stdout.isatty() else None).print(table)
+
+
+@app.command("env")
+def env_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """What a bug report needs: ftk, LLaMA-Factory, torch (+CUDA), transformers, peft, deepspeed,
+    flash-attn and vLLM versions, the GPUs and their memory, and any known bad combination.
+
+    Examples:\n
+      ftk env\n
+      ftk env --json > env.json
+    """
+    import json
+
+    from ftk.train.environment import format_report, report
+
+    r = report()
+    print(json.dumps(r, indent=2) if as_json else format_report(r), end="\n" if as_json else "")
 
 
 @app.command("tiny-model")

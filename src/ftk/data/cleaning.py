@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from ftk.data.sources import Example
+from ftk.data.rows import Example
 
 
 def norm_text(text: str) -> str:

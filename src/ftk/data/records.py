@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ftk.data.sources import Example
+from ftk.data.rows import Example
 from ftk.data.task import TaskSpec
 
 
@@ -27,6 +27,8 @@ def to_record(task: TaskSpec, prompt: str, ex: Example, rid: str) -> dict:
     else:
         instruction, inp = ex.input, ""
     rec = {"id": rid, "instruction": instruction, "input": inp, "output": ex.target}
+    if "source_id" in ex.meta:  # the source's own row id (task `id_column`), carried into predictions
+        rec["source_id"] = ex.meta["source_id"]
     if task.is_classification:
         rec["label"] = ex.label
     elif task.kind == "ner":

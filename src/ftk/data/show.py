@@ -6,7 +6,8 @@ from pathlib import Path
 
 from ftk.data.prepare import load_manifest
 from ftk.data.records import read_records, to_record, user_content
-from ftk.data.sources import Example, fields_in, read_source
+from ftk.data.rows import Example
+from ftk.data.sources import fields_in, read_source
 from ftk.data.task import load_task
 from ftk.errors import FtkError
 

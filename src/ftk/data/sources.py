@@ -1,202 +1,96 @@
-"""Readers for raw dataset formats -> examples.
+"""Readers for raw dataset formats: one file (or hub split) -> rows -> examples (data/rows.py).
 
-A reader turns one file (or hub split) into raw rows; `to_example` turns a row into an `Example`
-according to the task's kind. Every malformed row is collected as a `Malformed` (file, line,
-kind, reason) instead of being dropped silently; rows with an empty required field are counted
-as cleaning (`empty`), not as malformed.
+`read_source` picks the task's source format for a file (by name, suffix or the only one), checks
+that the file is readable text, and runs that format's reader; every reader counts each data row
+once (`rows_read`) and reports its own malformed rows with their line numbers.
 """
 
 from __future__ import annotations
 
 import csv
-import re
 import string
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from ftk.data import shopbench, spans
+from ftk.data.rows import Collector, Enough, ReadResult
 from ftk.data.task import SourceSpec, TaskSpec
 from ftk.errors import FtkError
 from ftk.fileio import iter_jsonl
 
 HUB_PREFIX = "hub:"
-_UNDECODABLE = re.compile("[\udc80-\udcff]")
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
 
-@dataclass(frozen=True)
-class Example:
-    line: int
-    input: str
-    target: str
-    label: str | None = None  # class label; task type for shopbench; None for ner / pretrain
-    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
-
-
-@dataclass(frozen=True)
-class Malformed:
-    path: str
-    line: int
-    kind: str  # short code for counting: unknown_label, wrong_column_count, ...
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.reason}"
-
-
-@dataclass
-class ReadResult:
-    source: str
-    examples: list[Example] = field(default_factory=list)
-    malformed: list[Malformed] = field(default_factory=list)
-    empty: list[Malformed] = field(default_factory=list)
-
-
-class _Collector:
-    """Turns raw rows into examples for one task/source, collecting problems."""
-
-    def __init__(self, task: TaskSpec, spec: SourceSpec, out: ReadResult, strict: bool):
-        self.task, self.spec, self.out, self.strict = task, spec, out, strict
-
-    def bad(self, path: str, line: int, kind: str, reason: str) -> None:
-        m = Malformed(path, line, kind, reason)
-        if self.strict:
-            raise FtkError(reason + " (--strict stops at the first malformed row)", path=path, where=str(line))
-        self.out.malformed.append(m)
-
-    def row(self, row: dict[str, Any], path: str, line: int) -> None:
-        kind = self.task.kind
-        # Files are read with errors="surrogateescape": bytes that do not decode show up here.
-        for value in row.values():
-            for v in (value if isinstance(value, list) else [value]):
-                if isinstance(v, str) and _UNDECODABLE.search(v):
-                    self.bad(path, line, "undecodable", f"bytes that are not valid {self.spec.encoding}")
-                    return
-        for col in self.spec.required:
-            if not str(row.get(col) or "").strip():
-                self.out.empty.append(Malformed(path, line, "empty", f"empty required field {col!r}"))
-                return
-        if kind in ("classification", "pair_classification"):
-            self._classification(row, path, line)
-        elif kind == "ner":
-            self._ner(row, path, line)
-        elif kind == "shopbench":
-            self._shopbench(row, path, line)
-        else:
-            text = self._format(row, path, line)
-            if text is not None:
-                self.out.examples.append(Example(line=line, input=text, target=""))
-
-    def _format(self, row: dict[str, Any], path: str, line: int) -> str | None:
-        try:
-            return self.spec.input.format(**{k: ("" if v is None else str(v)) for k, v in row.items()}).strip()
-        except KeyError as exc:
-            self.bad(path, line, "missing_column", f"missing column {exc.args[0]!r}")
-            return None
-
-    def _classification(self, row: dict[str, Any], path: str, line: int) -> None:
-        col = self.spec.label_column
-        raw = row.get(col)
-        if raw is None:
-            self.bad(path, line, "missing_label", f"missing label column {col!r}")
-            return
-        raw = str(raw).strip()
-        if self.spec.label_map is not None:
-            label = self.spec.label_map.get(raw)
-            allowed = ", ".join(self.spec.label_map)
-        else:
-            label = raw if raw in self.task.labels else None
-            allowed = ", ".join(self.task.labels)
-        if label is None:
-            self.bad(path, line, "unknown_label", f"{col} {raw!r} is not one of {allowed}")
-            return
-        text = self._format(row, path, line)
-        if text is not None:
-            self.out.examples.append(Example(line=line, input=text, target=self.task.target_for(label), label=label))
-
-    def _ner(self, row: dict[str, Any], path: str, line: int) -> None:
-        if "tags" in row:
-            tokens, tags = row["tokens"], row["tags"]
-        else:  # a hub row: integer tag ids
-            names = self.spec.tag_names or []
-            tokens = row.get(self.spec.tokens_column) or []
-            try:
-                tags = [names[int(t)] if names else str(t) for t in row.get(self.spec.tags_column) or []]
-            except (IndexError, ValueError):
-                self.bad(path, line, "unknown_label", f"tag ids outside tag_names {names}")
-                return
-        types = set(self.task.labels)
-        for tag in tags:
-            prefix, _, typ = tag.partition("-")
-            if tag != "O" and (prefix not in ("B", "I") or typ not in types):
-                self.bad(path, line, "unknown_label", f"tag {tag!r} is not O or B-/I- of {sorted(types)}")
-                return
-        self.out.examples.append(Example(line=line, input=" ".join(tokens),
-                                         target=spans.target_for_tags(tokens, tags),
-                                         meta={"tokens": list(tokens), "tags": list(tags)}))
-
-    def _shopbench(self, row: dict[str, Any], path: str, line: int) -> None:
-        task_type = row.get("task_type")
-        if task_type not in shopbench.TASK_TYPES:
-            self.bad(path, line, "unknown_label", f"task_type {task_type!r} is not one of {shopbench.TASK_TYPES}")
-            return
-        gold = row.get(self.spec.gold_column or "output_field")
-        try:
-            target = shopbench.target(task_type, gold)
-        except (TypeError, ValueError):
-            self.bad(path, line, "bad_gold", f"output_field {gold!r} does not fit task_type {task_type!r}")
-            return
-        text = self._format(row, path, line)
-        if text is not None:
-            self.out.examples.append(Example(line=line, input=text, target=target, label=task_type,
-                                             meta={"task_type": task_type, "metric": row.get("metric"),
-                                                   "gold": gold}))
-
-
-def _read_delimited(c: _Collector, path: Path) -> None:
+def _read_delimited(c: Collector, path: Path) -> None:
+    """CSV/TSV rows with csv's own quoting rules. A record whose quoted field runs over
+    `max_record_lines` lines, to the end of the file, or into a wrong column count, is one malformed
+    row at its first line, and reading resumes on the next line: no row is swallowed uncounted."""
     spec = c.spec
     delimiter = spec.delimiter or ("\t" if spec.reader == "tsv" else ",")
     quoting = csv.QUOTE_MINIMAL if spec.quoting else csv.QUOTE_NONE
     with open(path, encoding=spec.encoding, newline="", errors="surrogateescape") as fh:
-        reader = csv.reader(fh, delimiter=delimiter, quoting=quoting)
-        columns = spec.columns
-        header_pending = spec.header
-        prev_end = 0
+        lines = fh.readlines()
+    if lines:
+        lines[0] = lines[0].lstrip("\ufeff")
+    columns = spec.columns
+    header_pending = spec.header
+    checked = False
+    i, n = 0, len(lines)
+    while i < n:
+        reader = csv.reader(lines[i:] if i else lines, delimiter=delimiter, quoting=quoting)
+        prev, restart = 0, False
         for row in reader:
-            start = prev_end + 1
-            prev_end = reader.line_num
-            if row:
-                row[0] = row[0].lstrip("\ufeff") if start == 1 else row[0]
+            used, prev = reader.line_num - prev, reader.line_num
+            start = i + 1
             if header_pending:
                 header_pending = False
                 if columns is None:
                     columns = [col.strip() for col in row]
+                i += used
                 continue  # `columns`, when given, renames the header positionally
             if columns is None:
-                raise FtkError("source has no header and no `columns`", path=path)
+                raise FtkError(f"source has no header and no `sources.{c.fmt}.columns`", path=path)
+            if not checked:
+                c.check_columns(columns, path, "header" if spec.header and spec.columns is None else "columns")
+                checked = True
             if not row or all(not x.strip() for x in row):
-                c.bad(str(path), start, "empty_row", "empty row")
+                i += used  # a blank line is no row
                 continue
+            at_eof_open = spec.quoting and i + used >= n and "".join(lines[i:i + used]).count('"') % 2
+            if at_eof_open or used > 1 and (used > spec.max_record_lines or len(row) != len(columns)):
+                why = ("runs to the end of the file" if at_eof_open else
+                       f"spans {used} lines" if used > spec.max_record_lines else
+                       f"spans {used} lines into {len(row)} columns")
+                c.bad(str(path), start, "unterminated_quote",
+                      f"a quoted field opened here {why} (unterminated quote?)")
+                i, restart = i + 1, True
+                break
+            i += used
             if len(row) != len(columns):
                 c.bad(str(path), start, "wrong_column_count",
                       f"expected {len(columns)} columns {columns}, found {len(row)}")
                 continue
             c.row(dict(zip(columns, row)), str(path), start)
+        if not restart:
+            break
 
 
-def _read_jsonl(c: _Collector, path: Path) -> None:
+def _read_jsonl(c: Collector, path: Path) -> None:
+    checked = False
     for lineno, row, problem in iter_jsonl(path, c.spec.encoding, errors="surrogateescape"):
         if problem:
             c.bad(str(path), lineno, "not_json", problem)
-        else:
-            c.row(row, str(path), lineno)
+            continue
+        if not checked:
+            c.check_columns(list(row), path, f"first record (line {lineno})")
+            checked = True
+        c.row(row, str(path), lineno)
 
 
-def _read_at_lines(c: _Collector, path: Path) -> None:
+def _read_at_lines(c: Collector, path: Path) -> None:
     """`text<sep>label` per line (Financial PhraseBank), split at the last separator."""
+    c.check_columns(["text", "label"], path, "columns (at_lines rows have text and label)")
     with open(path, encoding=c.spec.encoding, newline="", errors="surrogateescape") as fh:
         for lineno, line in enumerate(fh, 1):
             line = line.rstrip("\r\n")
@@ -209,7 +103,7 @@ def _read_at_lines(c: _Collector, path: Path) -> None:
             c.row({"text": text.strip(), "label": label.strip()}, str(path), lineno)
 
 
-def _read_iob2(c: _Collector, path: Path) -> None:
+def _read_iob2(c: Collector, path: Path) -> None:
     """Token<TAB>tag lines, blank line between sentences; `###...` and -DOCSTART- lines are boundaries."""
     tokens: list[str] = []
     tags: list[str] = []
@@ -238,7 +132,8 @@ def _read_iob2(c: _Collector, path: Path) -> None:
         flush()
 
 
-def _read_text(c: _Collector, path: Path) -> None:
+def _read_text(c: Collector, path: Path) -> None:
+    c.check_columns(["text"], path, "columns (text rows have text)")
     with open(path, encoding=c.spec.encoding, errors="surrogateescape") as fh:
         for lineno, line in enumerate(fh, 1):
             if line.strip():
@@ -250,7 +145,7 @@ READERS = {"csv": _read_delimited, "tsv": _read_delimited, "jsonl": _read_jsonl,
            "at_lines": _read_at_lines, "iob2": _read_iob2, "text": _read_text}
 
 
-def _read_hub(c: _Collector, hub_id: str, split: str) -> None:
+def _read_hub(c: Collector, hub_id: str, split: str) -> None:
     import datasets  # heavy import, only when the hub is used
 
     try:
@@ -262,8 +157,9 @@ def _read_hub(c: _Collector, hub_id: str, split: str) -> None:
 
 
 def read_source(task: TaskSpec, source: str, split: str, fmt: str | None = None, *,
-                strict: bool = False) -> ReadResult:
-    """Read one split from a local file or `hub:<id>[:<split>]`.
+                strict: bool = False, max_rows: int | None = None) -> ReadResult:
+    """Read one split from a local file or `hub:<id>[:<split>]` (its first `max_rows` rows only,
+    when given: enough to check the file and its columns against the task).
 
     The task's source format is `fmt`, else chosen by the file suffix (`.csv` -> a csv format),
     else the task's only local format.
@@ -274,32 +170,55 @@ def read_source(task: TaskSpec, source: str, split: str, fmt: str | None = None,
         spec = task.sources.get(fmt or "hub")
         if spec is None or spec.reader != "hub":
             raise FtkError(f"task {task.name!r} declares no hub source", where="sources")
-        _read_hub(_Collector(task, spec, out, strict), hub_id or spec.path or "",
+        _read_hub(Collector(task, spec, out, strict, fmt or "hub"), hub_id or spec.path or "",
                   hub_split or spec.splits.get(split, split))
         return out
 
     path = Path(source)
-    if not path.is_file():
-        raise FtkError("data file not found", path=path)
-    spec = _pick_local_spec(task, path, fmt)
+    check_text_file(path)
+    name, spec = _pick_local_spec(task, path, fmt)
     if spec.reader == "hub":
-        raise FtkError(f"format {fmt!r} is a hub format; give hub:<id> as the source", path=path)
-    READERS[spec.reader](_Collector(task, spec, out, strict), path)
+        raise FtkError(f"format {name!r} is a hub format; give hub:<id> as the source", path=path)
+    collector = Collector(task, spec, out, strict, name)
+    collector.max_rows = max_rows
+    try:
+        READERS[spec.reader](collector, path)
+    except Enough:
+        pass
+    except UnicodeDecodeError as exc:  # only a codec without surrogateescape support gets here
+        raise FtkError(f"not {spec.encoding} text ({exc.reason})", path=path) from None
     return out
 
 
-def _pick_local_spec(task: TaskSpec, path: Path, fmt: str | None) -> SourceSpec:
+def check_text_file(path: Path) -> None:
+    """A data file that exists, is readable and is text (not binary): else one FtkError."""
+    if not path.exists():
+        raise FtkError("data file not found", path=path)
+    if not path.is_file():
+        raise FtkError("data source is not a file (expected a data file or hub:<id>)", path=path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 16)
+    except OSError as exc:
+        raise FtkError(f"cannot read data file: {exc.strerror}", path=path) from None
+    if b"\x00" in head:
+        raise FtkError("binary file (NUL bytes); expected a text data file", path=path)
+
+
+def _pick_local_spec(task: TaskSpec, path: Path, fmt: str | None) -> tuple[str, SourceSpec]:
     if fmt:
         if fmt not in task.sources:
             raise FtkError(f"task {task.name!r} has no source format {fmt!r}; "
                            f"expected one of {sorted(task.sources)}", path=path)
-        return task.sources[fmt]
+        return fmt, task.sources[fmt]
     local = {k: v for k, v in task.sources.items() if v.reader != "hub"}
+    if not local:
+        raise FtkError(f"task {task.name!r} has only hub sources; give hub:<id> instead of a file", path=path)
     if len(local) == 1:
-        return next(iter(local.values()))
+        return next(iter(local.items()))
     suffix = path.suffix.lstrip(".").lower()
     reader = SUFFIX_READER.get(suffix, suffix)
-    matches = [spec for name, spec in local.items() if name == suffix or spec.reader == reader]
+    matches = [(name, spec) for name, spec in local.items() if name == suffix or spec.reader == reader]
     if len(matches) == 1:
         return matches[0]
     raise FtkError(f"cannot tell which source format of task {task.name!r} this file is; "

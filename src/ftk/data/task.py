@@ -2,21 +2,63 @@
 
 A task YAML declares the label set, how each raw source format maps onto records, the named
 prompt versions, the target format and the extraction steps. Built-in tasks live beside this
-file; a user task is any YAML path with the same schema.
+file (tasks/*.yaml); a user task is any YAML path with the same schema. Every mistake a task YAML
+can hold on its own is an error naming that file and the key; what needs the data (columns of a
+file) is checked against it by data/checks.py.
 """
 
 from __future__ import annotations
 
+import codecs
 import difflib
+import hashlib
+import re
+import string
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from ftk.errors import FtkError, format_validation_error
+from ftk.yamlio import read_yaml
 
 BUILTIN_DIR = Path(__file__).parent / "tasks"
+
+# The extraction steps eval/extract.py implements (a test keeps the two lists equal), and the
+# steps that take a parameter after a colon.
+EXTRACTION_STEPS = ("strip", "lower", "first_line", "number_or_label", "label", "option_letter", "take_first")
+PARAM_STEPS = ("regex:", "after:")
+METRICS = {
+    "classification": ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "mcc"),
+    "pair_classification": ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "mcc"),
+    "ner": ("f1", "precision", "recall", "macro_f1", "token_accuracy"),
+    "shopbench": ("score",),
+    "pretrain": (),
+}
+PLACEHOLDER = re.compile(r"\{(\w*)\}")
+
+
+def check_step(step: str) -> str:
+    """The step itself, or ValueError saying what steps exist."""
+    if step in EXTRACTION_STEPS:
+        return step
+    if step.startswith("regex:"):
+        rest = step[len("regex:"):]
+        group, sep, pattern = rest.partition(":")
+        pattern = pattern if sep and group.isdigit() else rest
+        try:
+            rx = re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"extraction step {step!r}: not a valid regular expression ({exc})") from None
+        if sep and group.isdigit() and int(group) > rx.groups:
+            raise ValueError(f"extraction step {step!r}: the pattern has only {rx.groups} group(s)")
+        if not (sep and group.isdigit()) and rx.groups < 1:
+            raise ValueError(f"extraction step {step!r}: the pattern needs a (group) to keep")
+        return step
+    if step.startswith("after:") and step[len("after:"):]:
+        return step
+    raise ValueError(f"unknown extraction step {step!r} (expected one of {', '.join(EXTRACTION_STEPS)}, "
+                     "regex:<pattern> or after:<text>)")
 
 
 class _Strict(BaseModel):
@@ -31,6 +73,8 @@ class SourceSpec(_Strict):
     columns: list[str] | None = Field(None, description="column names when the file has no header")
     delimiter: str | None = None
     quoting: bool = Field(True, description="csv/tsv: honour quotes (off for MRPC, whose text holds bare quotes)")
+    max_record_lines: int = Field(
+        50, ge=1, description="csv/tsv: a quoted field running over more lines is an unterminated quote (malformed)")
     separator: str = Field("@", description="at_lines: text and label split at the LAST separator")
     encoding: str = "utf-8"
     path: str | None = Field(None, description="hub: dataset id for datasets.load_dataset")
@@ -46,6 +90,40 @@ class SourceSpec(_Strict):
     tags_column: str = Field("ner_tags", description="ner (hub): column of tags")
     tag_names: list[str] | None = Field(None, description="ner (hub): tag name of each integer tag id")
     required: list[str] = Field(default_factory=list, description="columns that must be non-empty")
+    id_column: str | None = Field(None, description="column with the source's own row id (kept in predictions)")
+
+    @field_validator("encoding")
+    @classmethod
+    def _codec(cls, v: str) -> str:
+        try:
+            codecs.lookup(v)
+        except LookupError:
+            raise ValueError(f"unknown text encoding {v!r} (expected e.g. utf-8, latin-1)") from None
+        return v
+
+    @field_validator("delimiter", "separator")
+    @classmethod
+    def _one_char(cls, v: str | None, info) -> str | None:
+        if v is not None and (len(v) != 1 and info.field_name == "delimiter" or not v):
+            raise ValueError(f"{info.field_name} must be a single character, got {v!r}")
+        return v
+
+    @field_validator("input")
+    @classmethod
+    def _format_string(cls, v: str) -> str:
+        try:
+            names = [n for _, n, _, _ in string.Formatter().parse(v) if n is not None]
+        except ValueError as exc:
+            raise ValueError(f"not a valid format string {v!r} ({exc}); write columns as {{column}}") from None
+        bad = [n for n in names if not n.isidentifier()]
+        if bad:
+            raise ValueError(f"{v!r}: {{{bad[0]}}} is not a column name (expected {{column}}; "
+                             "write a literal brace as {{ or }})")
+        return v
+
+    def fields(self) -> list[str]:
+        """Columns the `input` template reads."""
+        return [n for _, n, _, _ in string.Formatter().parse(self.input) if n]
 
 
 class PromptSpec(_Strict):
@@ -56,12 +134,24 @@ class PromptSpec(_Strict):
     def _default_exists(self) -> PromptSpec:
         if self.default not in self.versions:
             raise ValueError(f"prompts.default {self.default!r} is not one of {sorted(self.versions)}")
+        for name, text in self.versions.items():
+            bad = [p for p in PLACEHOLDER.findall(text) if p != "input"]
+            if bad:
+                raise ValueError(f"prompts.versions.{name}: placeholder {{{bad[0]}}} is unknown (expected only "
+                                 "{input}, the input text that `sources.<format>.input` builds from the columns)")
         return self
 
 
 class ExtractionSpec(_Strict):
     steps: list[str] = Field(default_factory=lambda: ["strip", "number_or_label", "take_first"])
     synonyms: dict[str, str] = Field(default_factory=dict, description="lower-cased text -> label")
+
+    @field_validator("steps")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one extraction step is needed")
+        return [check_step(s) for s in v]
 
 
 Kind = Literal["classification", "pair_classification", "ner", "shopbench", "pretrain"]
@@ -82,26 +172,37 @@ class TaskSpec(_Strict):
     prompts: PromptSpec = Field(default_factory=lambda: PromptSpec(default="plain", versions={"plain": ""}))
     target: str = "{label}"
     extraction: ExtractionSpec = Field(default_factory=ExtractionSpec)
-    metrics: list[str] = Field(default_factory=lambda: ["accuracy", "macro_f1"])
+    metrics: list[str] | None = Field(None, description="metrics to report; the first is the headline")
     cleaning: CleaningSpec = Field(default_factory=CleaningSpec)
+    _path: Path | None = PrivateAttr(None)
+    _text: str | None = PrivateAttr(None)
 
     @model_validator(mode="after")
     def _labels_known(self) -> TaskSpec:
+        if self.metrics is None:
+            self.metrics = list(METRICS[self.kind][:2])
+        unknown = [m for m in self.metrics if m not in METRICS[self.kind]]
+        if unknown:
+            raise ValueError(f"metrics: {unknown[0]!r} is not a {self.kind} metric "
+                             f"(expected {', '.join(METRICS[self.kind]) or 'none'})")
+        bad = [p for p in PLACEHOLDER.findall(self.target) if p not in ("label", "index")]
+        if bad:
+            raise ValueError(f"target: placeholder {{{bad[0]}}} is unknown (expected {{label}} or {{index}})")
+        if not self.sources:
+            raise ValueError("sources: at least one source format is needed")
         if self.kind in ("classification", "pair_classification", "ner") and len(self.labels) < 2 \
                 and self.kind != "ner":
-            raise ValueError(f"a {self.kind} task needs at least 2 labels")
+            raise ValueError(f"labels: a {self.kind} task needs at least 2 labels, got {len(self.labels)}")
         if self.kind == "ner" and not self.labels:
-            raise ValueError("an ner task lists its entity types in `labels`")
+            raise ValueError("labels: an ner task lists its entity types here")
         for fmt, src in self.sources.items():
             if self.kind in ("classification", "pair_classification") and not src.label_column:
-                raise ValueError(f"sources.{fmt}.label_column is required for a {self.kind} task")
+                raise ValueError(f"sources.{fmt}.label_column: required for a {self.kind} task")
             for raw, name in (src.label_map or {}).items():
                 if name not in self.labels:
-                    raise ValueError(
-                        f"sources.{fmt}.label_map[{raw!r}] = {name!r} is not one of the labels {self.labels}"
-                    )
+                    raise ValueError(f"sources.{fmt}.label_map: {raw!r}: {name!r} is not one of the labels {self.labels}")
         if len(set(self.labels)) != len(self.labels):
-            raise ValueError("labels must be unique")
+            raise ValueError(f"labels: must be unique, got {self.labels}")
         return self
 
     @property
@@ -120,6 +221,19 @@ class TaskSpec(_Strict):
     def target_for(self, label: str) -> str:
         return self.target.format(label=label, index=self.labels.index(label) + 1)
 
+    @property
+    def path(self) -> Path | None:
+        """The task YAML this task was read from (None when built in code)."""
+        return self._path
+
+    @property
+    def yaml_text(self) -> str | None:
+        return self._text
+
+    @property
+    def sha256(self) -> str | None:
+        return hashlib.sha256(self._text.encode("utf-8")).hexdigest() if self._text is not None else None
+
 
 def builtin_tasks() -> dict[str, Path]:
     return {p.stem: p for p in sorted(BUILTIN_DIR.glob("*.yaml"))}
@@ -130,26 +244,27 @@ def load_task(name_or_path: str | Path) -> TaskSpec:
 
     >>> load_task("agnews").labels
     ['World', 'Sports', 'Business', 'Sci/Tech']
+
+    The task keeps its file's path and text (`task.path`, `task.yaml_text`, `task.sha256`) so a
+    run directory can hold a copy and errors can name the file.
     """
     builtins = builtin_tasks()
     path = Path(name_or_path)
     if str(name_or_path) in builtins:
         path = builtins[str(name_or_path)]
-    elif not path.suffix in (".yaml", ".yml") or not path.exists():
+    elif path.suffix not in (".yaml", ".yml") or not path.exists():
         close = difflib.get_close_matches(str(name_or_path), list(builtins), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise FtkError(
-            f"unknown task {str(name_or_path)!r}: not a built-in task ({', '.join(builtins)}) "
-            f"nor an existing task YAML file{hint}"
-        )
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise FtkError(f"not valid YAML: {exc}", path=path) from None
+        missing = "a task YAML that does not exist" if path.suffix in (".yaml", ".yml") else "not a built-in task"
+        raise FtkError(f"unknown task {str(name_or_path)!r}: {missing} "
+                       f"(expected one of {', '.join(builtins)} or a task YAML path){hint}")
+    raw = read_yaml(path, "task file")
     if not isinstance(raw, dict):
-        raise FtkError("a task file must be a YAML mapping", path=path)
+        raise FtkError(f"a task file must be a YAML mapping of keys, not {type(raw).__name__}", path=path)
     try:
-        return TaskSpec.model_validate(raw)
+        task = TaskSpec.model_validate(raw)
     except ValidationError as exc:
         raise FtkError(format_validation_error(exc), path=path) from None
-
+    task._path = path
+    task._text = path.read_text(encoding="utf-8-sig")
+    return task

@@ -109,15 +109,30 @@ def compare_generic(da: Path, db: Path, ma: dict, mb: dict) -> dict:
     }
 
 
+def _metrics(d: Path) -> dict:
+    try:
+        m = json.loads((d / "metrics.json").read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise FtkError(f"not valid JSON ({exc})", path=d / "metrics.json") from None
+    if not isinstance(m, dict) or "task" not in m:
+        raise FtkError("not an ftk metrics.json (no task)", path=d / "metrics.json")
+    return m
+
+
+def eval_task(d: Path, metrics: dict):
+    """The task an evaluation was scored with: its own copy (task.yaml), else the built-in by name."""
+    copy = d / "task.yaml"
+    return load_task(copy) if copy.is_file() else load_task(metrics["task"])
+
+
 def compare(path_a: str | Path, path_b: str | Path) -> dict:
     da, db = find_eval_dir(path_a), find_eval_dir(path_b)
-    ma = json.loads((da / "metrics.json").read_text())
-    mb = json.loads((db / "metrics.json").read_text())
+    ma, mb = _metrics(da), _metrics(db)
     if ma.get("task") != mb.get("task"):
         raise FtkError(f"different tasks: {ma.get('task')} vs {mb.get('task')}", path=db)
     if ma.get("kind", "classification") not in ("classification", "pair_classification"):
         return compare_generic(da, db, ma, mb)
-    task = load_task(ma["task"])
+    task = eval_task(da, ma)
     pa, pb = read_done(da / "predictions.jsonl"), read_done(db / "predictions.jsonl")
     if set(pa) != set(pb):
         raise FtkError(f"the two evaluations cover different items ({len(pa)} vs {len(pb)} ids, "

@@ -18,51 +18,77 @@ from ftk.eval.predict import auto_batch_size, predict, predict_sharded, visible_
 from ftk.eval.predictions import PREDICTIONS, align, read_prediction_rows
 from ftk.eval.report import write_outputs
 from ftk.eval.scoring import score
-from ftk.recipe import Recipe
-from ftk.train.runs import read_manifest
+from ftk.fileio import sha256_file
+from ftk.train.runs import read_run, run_task, status_of
 
 
-def prompt_template_of(recipe: Recipe, task: TaskSpec) -> str:
+def prompt_template_of(data_manifest: dict, task: TaskSpec) -> str:
     """The task prompt the prepared records were made with (the manifest's prompt version)."""
-    return task.prompt(load_manifest(recipe.data.prepared_dir).get("prompt_version"))
+    return task.prompt(data_manifest.get("prompt_version"))
 
 
-def eval_split_records(recipe: Recipe, split: str, limit: int | None = None) -> list[dict]:
-    manifest = load_manifest(recipe.data.prepared_dir)
+def split_records(prepared_dir: str | Path, split: str, expected_sha256: str | None = None,
+                  limit: int | None = None) -> tuple[list[dict], dict]:
+    """(records, prepared manifest) of a prepared split; with `expected_sha256`, the split must be
+    the very file a run recorded (re-prepared data would silently change the evaluation)."""
+    manifest = load_manifest(prepared_dir)
     info = manifest.get("splits", {}).get(split)
     if info is None:
-        raise FtkError(f"prepared data has no {split!r} split",
-                       path=Path(recipe.data.prepared_dir) / "manifest.json")
-    records = read_records(Path(recipe.data.prepared_dir) / info["file"])
-    return records[:limit] if limit else records
+        raise FtkError(f"prepared data has no {split!r} split (has {', '.join(manifest.get('splits', {})) or 'none'})",
+                       path=Path(prepared_dir) / "manifest.json")
+    path = Path(prepared_dir) / info["file"]
+    if not path.is_file():
+        raise FtkError("prepared split file is missing (prepare the data again)", path=path)
+    if expected_sha256 and sha256_file(path) != expected_sha256:
+        raise FtkError(f"the prepared {split} split changed since this run was trained (sha256 differs from the "
+                       "run's data-manifest.json); prepare it again with the run's recipe.yaml", path=path)
+    records = read_records(path)
+    return (records[:limit] if limit else records), manifest
+
+
+def check_eval_options(task: TaskSpec, *, mode: str, engine: str, out_dir: Path) -> None:
+    if mode not in ("generate", "choice"):
+        raise FtkError(f"--mode {mode!r}: expected generate or choice")
+    if engine not in ("hf", "vllm"):
+        raise FtkError(f"--engine {engine!r}: expected hf or vllm")
+    if mode == "choice" and not task.is_classification:
+        raise FtkError(f"--mode choice needs a closed label set; task {task.name!r} is {task.kind}")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FtkError("output exists and is not a folder (expected a folder for the evaluation)", path=out_dir)
 
 
 def evaluate_run(run_dir: str | Path, *, out_dir: str | Path | None = None, batch_size: int | None = None,
                  limit: int | None = None, split: str | None = None, mode: str | None = None,
                  engine: str = "hf", shards: int | None = None, shard: str | None = None) -> tuple[dict, Path]:
-    """Evaluate a finished training run on its recipe's eval split; write reports to out_dir."""
+    """Evaluate a finished training run on its recipe's eval split; write reports to out_dir.
+
+    Everything is checked before the output folder is made: the run, its task (the run's own
+    copy of the task YAML), the split (the very file the run recorded), the model, the options.
+    """
     run_dir = Path(run_dir)
-    manifest = read_manifest(run_dir)
-    recipe = Recipe.model_validate(manifest["recipe"]).stage_recipes()[-1][1]  # the last stage's
-    task = load_task(recipe.task)
+    manifest, recipe, _ = read_run(run_dir)
+    task = run_task(run_dir, manifest, recipe)
     split = split or recipe.eval.split
-    records = eval_split_records(recipe, split, limit or recipe.eval.limit)
+    recorded = manifest.get("data", {}).get("splits", {}).get(split, {}).get("sha256")
+    records, data_manifest = split_records(recipe.data.prepared_dir, split, recorded, limit or recipe.eval.limit)
     model_dir = Path(manifest.get("model_dir") or run_dir / "model")
     if not (model_dir / "config.json").exists() and not (model_dir / "adapter_config.json").exists():
-        raise FtkError("run has no trained model (did training finish?)", path=model_dir)
+        raise FtkError(f"run has no trained model (status {status_of(manifest)}; did training finish?)",
+                       path=model_dir)
     if recipe.method.finetuning_type == "lora":
         model_path, adapter = recipe.model.name_or_path, str(model_dir)
     else:
         model_path, adapter = str(model_dir), None
     mode = mode or recipe.eval.mode
     out_dir = Path(out_dir) if out_dir else run_dir / (f"eval-{split}" + ("" if mode == "generate" else f"-{mode}"))
+    check_eval_options(task, mode=mode, engine=engine, out_dir=out_dir)
     bs = batch_size or recipe.eval.batch_size
     if bs == "auto":
         bs = auto_batch_size()
     kwargs = dict(model_path=model_path, adapter=adapter, template=recipe.model.template, task=task,
                   batch_size=bs, max_new_tokens=recipe.eval.max_new_tokens,
                   cutoff_len=recipe.train.cutoff_len, trust_remote_code=recipe.model.trust_remote_code,
-                  mode=mode, engine=engine, prompt_template=prompt_template_of(recipe, task))
+                  mode=mode, engine=engine, prompt_template=prompt_template_of(data_manifest, task))
     if shard is not None:  # a worker of a sharded eval: predict its slice only
         i, n = (int(x) for x in shard.split("/"))
         predict(records[i::n], Path(out_dir), file_name=f"predictions.shard-{i}.jsonl", progress=False,
@@ -81,7 +107,7 @@ def evaluate_run(run_dir: str | Path, *, out_dir: str | Path | None = None, batc
     metrics["cutoff_len"] = recipe.train.cutoff_len
     metrics.update({"run_dir": str(run_dir), "split": split, "model": model_path, "adapter": adapter,
                     "mode": mode, "engine": engine, "shards": shards})
-    write_outputs(out_dir, metrics, rows)
+    write_outputs(out_dir, metrics, rows, task)
     return metrics, out_dir
 
 
@@ -92,7 +118,13 @@ def evaluate_predictions(path: str | Path, task_name: str, out_dir: str | Path, 
     With `data_dir` (a prepared folder) gold labels come from its split: ftk rows match by id,
     LLaMA-Factory rows by order. Without it, gold comes from each row's `label`.
     """
-    task = load_task(task_name)
+    try:
+        task = load_task(task_name)
+    except FtkError as exc:
+        raise (exc if exc.path else FtkError(f"--task: {exc}")) from None
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FtkError("output exists and is not a folder (expected a folder for the evaluation)", path=out_dir)
     rows, fmt = read_prediction_rows(path)
     if data_dir is not None:
         manifest = load_manifest(data_dir)
@@ -125,5 +157,5 @@ def evaluate_predictions(path: str | Path, task_name: str, out_dir: str | Path, 
     with open(out_dir / PREDICTIONS, "w", encoding="utf-8") as fh:
         for r in records:
             fh.write(json.dumps(preds[r["id"]], ensure_ascii=False) + "\n")
-    write_outputs(out_dir, metrics, scored)
+    write_outputs(out_dir, metrics, scored, task)
     return metrics, out_dir

@@ -103,6 +103,21 @@ def step_regex(pattern: str, group: int = 1):
     return step
 
 
+def step_after(key: str):
+    """A step keeping the text after the first `key` (case-insensitive, then `:`/`=` and spaces);
+    no `key` -> invalid. S3 reads base-model answers after their "Label" key: `after:Label`."""
+    rx = re.compile(re.escape(key) + r"\s*[:=]?\s*", re.I)
+
+    def step(cands: list[str], idx: LabelIndex) -> list[str]:
+        out = []
+        for c in cands:
+            m = rx.search(c)
+            out.append(c[m.end():] if m else INVALID)
+        return out
+
+    return step
+
+
 def _first_name(text: str, idx: LabelIndex) -> str | None:
     m = idx.name_re.search(" ".join(text.lower().split()))
     return idx.by_norm[m.group(1)] if m else None
@@ -132,7 +147,9 @@ STEPS: dict[str, Step] = {
 
 
 def _resolve(step: str) -> Step:
-    """A step name, or `regex:<pattern>` / `regex:<group>:<pattern>` (group 1 by default)."""
+    """A step name, `after:<key>`, or `regex:<pattern>` / `regex:<group>:<pattern>` (group 1 by default)."""
+    if step.startswith("after:"):
+        return step_after(step[len("after:"):])
     if step.startswith("regex:"):
         rest = step[len("regex:"):]
         group, sep, pattern = rest.partition(":")

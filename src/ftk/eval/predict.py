@@ -116,6 +116,8 @@ def predict(records: list[dict], out_dir: Path, *, model_path: str, template: st
             for j, i in enumerate(idx):
                 rec = todo[i]
                 row = {"id": rec["id"], "label": gold_of(rec)}
+                if "source_id" in rec:
+                    row["source_id"] = rec["source_id"]
                 if mode == "choice":
                     row["predict"] = task.target_for(task.labels[best[j]])
                     row["label_probs"] = {lab: round(p, 6) for lab, p in zip(task.labels, probs[j])}

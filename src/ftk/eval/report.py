@@ -129,8 +129,13 @@ def confusion_png(m: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write_outputs(out_dir: Path, metrics: dict, rows: list[dict]) -> None:
+def write_outputs(out_dir: Path, metrics: dict, rows: list[dict], task=None) -> None:
+    """Every report file of an evaluation; with the task, a copy of its YAML (task.yaml) so the
+    folder is scored and compared without the original task file."""
     metrics = dict(metrics, versions=package_versions())
+    if task is not None and task.yaml_text is not None:
+        write_text(out_dir / "task.yaml", task.yaml_text)
+        metrics["task_sha256"] = task.sha256
     write_json(out_dir / "metrics.json", metrics)
     write_text(out_dir / "report.md", markdown_report(metrics))
     with atomic_open(out_dir / "scores.jsonl") as fh:  # per item, for paired comparisons

@@ -38,8 +38,11 @@ def score(task: TaskSpec, records: list[dict], preds: dict[str, dict]) -> tuple[
 
 
 def _row(r: dict, text: str, extracted, correct: bool, invalid: bool) -> dict:
-    return {"id": r["id"], "prompt": user_content(r), "label": r.get("label", r.get("output")),
-            "predict": text, "extracted": extracted, "correct": bool(correct), "invalid": bool(invalid)}
+    row = {"id": r["id"], "prompt": user_content(r), "label": r.get("label", r.get("output")),
+           "predict": text, "extracted": extracted, "correct": bool(correct), "invalid": bool(invalid)}
+    if "source_id" in r:  # the source's own row id (task `id_column`)
+        row["source_id"] = r["source_id"]
+    return row
 
 
 def score_classification(task: TaskSpec, records: list[dict], preds: dict[str, dict]) -> tuple[dict, list[dict]]:

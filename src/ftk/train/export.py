@@ -15,6 +15,7 @@ import yaml
 from ftk.errors import FtkError
 from ftk.recipe import Recipe
 from ftk.train import launch, runs
+from ftk.train.screen import print_failure
 
 
 def eval_losses(model_dir: Path) -> dict[int, float]:
@@ -78,24 +79,33 @@ def render_export_args(recipe: Recipe, weights: Path, export_dir: Path) -> dict:
     return args
 
 
-def export(run_dir: str | Path, *, checkpoint: str = "last", out: str | Path | None = None) -> Path:
+def export(run_dir: str | Path, *, checkpoint: str = "last", out: str | Path | None = None,
+           verbose: bool = False) -> Path:
+    """Merge the chosen checkpoint into RUN/export-<checkpoint> (LLaMA-Factory's output: export.log)."""
     run_dir = Path(run_dir)
-    manifest = runs.read_manifest(run_dir)
-    recipe = Recipe.model_validate(manifest["recipe"]).stage_recipes()[-1][1]
+    manifest, recipe, _ = runs.read_run(run_dir)
     model_dir = Path(manifest.get("model_dir") or run_dir / "model")
     weights, what = pick_checkpoint(model_dir, checkpoint)
     export_dir = Path(out) if out else run_dir / f"export-{checkpoint}"
-    if export_dir.exists() and any(export_dir.iterdir()):
-        raise FtkError("export folder exists and is not empty", path=export_dir)
+    if export_dir.exists() and (not export_dir.is_dir() or any(export_dir.iterdir())):
+        raise FtkError("export folder exists and is not an empty folder", path=export_dir)
     cfg = run_dir / f"export-{checkpoint}.yaml"
     cfg.write_text(yaml.safe_dump(render_export_args(recipe, weights, export_dir), sort_keys=False))
     argv = ["llamafactory-cli", "export", str(cfg)]
-    print(f"[ftk] exporting {what} -> {export_dir}")
-    print(f"[ftk] {launch.shell_quote(argv)}", flush=True)
-    rc = launch.run_streaming(argv, run_dir / "export.log")
+    log = run_dir / "export.log"
+    print(f"[ftk] exporting {what} -> {export_dir}: {launch.shell_quote(argv)} (output: {log})", flush=True)
+    rc = launch.run_streaming(argv, log) if verbose else launch.run_logged(argv, log)
     if rc != 0:
-        raise FtkError(f"LLaMA-Factory export failed (exit {rc}); see {run_dir / 'export.log'}", path=run_dir)
+        if not verbose:
+            print_failure("export", log, rc)
+        raise ExportFailed(f"LLaMA-Factory export failed with exit code {rc}; log: {log}", rc)
     manifest.setdefault("exports", []).append({"checkpoint": checkpoint, "weights": str(weights),
                                                "what": what, "export_dir": str(export_dir), "argv": argv})
     runs.write_manifest(run_dir, manifest)
     return export_dir
+
+
+class ExportFailed(RuntimeError):
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code

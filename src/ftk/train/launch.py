@@ -6,6 +6,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -107,15 +108,40 @@ def run_streaming(argv: Sequence[str], log_path: Path, *, cwd: str | Path | None
                 log.write(chunk)
                 log.flush()
         except BaseException:
-            # Never leave a trainer running behind us (it would hold GPUs and the rendezvous port).
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _stop(proc)
             raise
         return proc.wait()
+
+
+def run_logged(argv: Sequence[str], log_path: Path, *, cwd: str | Path | None = None,
+               env: dict[str, str] | None = None, on_tick=None, tick_seconds: float = 0.5) -> int:
+    """Run argv (no shell) with all its output going to log_path only; call on_tick() while it runs.
+
+    Returns the exit code. Interrupted (Ctrl-C) or failing here, the child is stopped too.
+    """
+    env = env or launch_env()
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(resolve(argv), cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+        try:
+            while proc.poll() is None:
+                if on_tick:
+                    on_tick()
+                time.sleep(tick_seconds)
+        except BaseException:
+            _stop(proc)
+            raise
+        return proc.returncode
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Never leave a trainer running behind us (it would hold GPUs and the rendezvous port)."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:

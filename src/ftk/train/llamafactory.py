@@ -69,6 +69,10 @@ def render_train_args(recipe, *, dataset_dir: str, train_dataset: str, output_di
         args["save_total_limit"] = t.save_total_limit
     if t.resize_vocab:
         args["resize_vocab"] = True
+    if t.packing:
+        args["packing"] = True
+        if t.packing == "neat":
+            args["neat_packing"] = True
     if eval_dataset:
         args.update({"eval_dataset": eval_dataset, "per_device_eval_batch_size": t.per_device_train_batch_size,
                      "eval_strategy": "steps", "eval_steps": t.eval_steps or t.save_steps})
@@ -106,3 +110,24 @@ def render_predict_args(*, model_name_or_path: str, template: str, dataset_dir: 
     if adapter_name_or_path:
         args["adapter_name_or_path"] = adapter_name_or_path
     return args
+
+
+def template_names() -> set[str] | None:
+    """LLaMA-Factory's chat template names, read from its source without importing it (importing
+    pulls in torch and transformers: seconds). None when the source cannot be read that way."""
+    import ast
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("llamafactory")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "template.py"
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError):
+        return None
+    names = {kw.value.value for node in ast.walk(tree) if isinstance(node, ast.Call)
+             and getattr(node.func, "id", None) == "register_template"
+             for kw in node.keywords if kw.arg == "name" and isinstance(kw.value, ast.Constant)}
+    return names or None

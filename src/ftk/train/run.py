@@ -20,8 +20,10 @@ import yaml
 
 from ftk.data.prepare import load_manifest, prepare_recipe, recipe_fingerprint
 from ftk.errors import FtkError
+from ftk.fileio import write_json
 from ftk.recipe import Recipe
 from ftk.train import launch, runs
+from ftk.train.lossplot import plot_loss, read_log
 from ftk.train.plan import (
     CONFIG_NAME,
     DEEPSPEED_NAME,
@@ -31,19 +33,27 @@ from ftk.train.plan import (
     plan_stage,
 )
 from ftk.train.prompts import fit_for_training
+from ftk.train.screen import TRAINER_LOG, Screen, hms, print_failure
 
 
-def ensure_prepared(recipe: Recipe) -> dict:
-    """The prepared-data manifest, running `prepare` first if the data is not there yet."""
+def is_prepared(recipe: Recipe) -> bool:
+    """The recipe's data is prepared, from these very settings (task definition and `data`)."""
     prepared = Path(recipe.data.prepared_dir)
-    if (prepared / "manifest.json").exists():
-        manifest = load_manifest(prepared)
-        if manifest.get("recipe_fingerprint") == recipe_fingerprint(recipe):
-            return manifest
-        print(f"[ftk] {prepared} was prepared from other settings; preparing again")
-    else:
-        print(f"[ftk] preparing data into {prepared}")
-    return prepare_recipe(recipe)
+    return (prepared / "manifest.json").exists() and \
+        load_manifest(prepared).get("recipe_fingerprint") == recipe_fingerprint(recipe)
+
+
+def ensure_prepared(recipe: Recipe, recipe_path: str | Path | None = None) -> dict:
+    """The prepared-data manifest, running `prepare` (atomically) first if the data is not current."""
+    prepared = Path(recipe.data.prepared_dir)
+    if is_prepared(recipe):
+        return load_manifest(prepared)
+    if not recipe.data.sources():
+        raise FtkError("prepared data is missing or from other settings, and `data` names no source to prepare "
+                       "it from", path=recipe_path, where="data")
+    manifest = prepare_recipe(recipe, recipe_path=recipe_path)
+    print(f"[ftk] prepared data: {prepared}", flush=True)
+    return manifest
 
 
 def ensure_model(recipe: Recipe) -> None:
@@ -58,7 +68,7 @@ def ensure_model(recipe: Recipe) -> None:
     texts = [s for s in (recipe.data.train, recipe.data.validation) if s and Path(s).is_file()]
     if not texts:
         raise FtkError("`model.tiny` needs a local `data.train` file to train its tokenizer", where="model.tiny")
-    print(f"[ftk] building tiny model in {path}")
+    print(f"[ftk] building tiny model in {path}", flush=True)
     build_tiny_model(path, iter_lines(texts), hidden_size=spec.hidden_size, num_layers=spec.layers,
                      num_heads=spec.heads, num_kv_heads=spec.kv_heads, vocab_size=spec.vocab_size, seed=spec.seed)
 
@@ -100,47 +110,89 @@ def _base_manifest(recipe: Recipe, recipe_path, overrides, plans: list[StagePlan
         "device": runs.device_info(),
         "env": runs.safe_env(env),
         "seed": recipe.train.seed,
+        **runs.process_identity(),
     }
 
 
-def _run_stages(plans: list[StagePlan], manifest: dict, run_dir: Path, env: dict, first: int = 0) -> None:
+def _run_stages(plans: list[StagePlan], manifest: dict, run_dir: Path, env: dict, first: int = 0,
+                verbose: bool = False) -> None:
+    log = run_dir / "train.log"
     for i, p in enumerate(plans):
         if i < first:
             continue
         print(f"[ftk] stage {p.name}: {launch.shell_quote(p.argv)}", flush=True)
         t0 = time.perf_counter()
+        trainer_log = p.dir / "model" / TRAINER_LOG
         try:
-            rc = launch.run_streaming(p.argv, run_dir / "train.log", env=env)
+            if verbose:
+                rc = launch.run_streaming(p.argv, log, env=env)
+            else:
+                screen = Screen(p.name, trainer_log)
+                try:
+                    rc = launch.run_logged(p.argv, log, env=env, on_tick=screen.tick)
+                finally:
+                    screen.close()
         except KeyboardInterrupt:
             rc = 130
+        seconds = time.perf_counter() - t0
+        plot = plot_loss(trainer_log, p.dir / "loss.png", f"{manifest['name']} - stage {p.name}")
         st = manifest["stages"][i]
-        st.update({"status": "finished" if rc == 0 else "failed", "exit_code": rc,
-                   "seconds": round(time.perf_counter() - t0, 2)})
+        st.update({"status": "finished" if rc == 0 else "failed", "exit_code": rc, "seconds": round(seconds, 2),
+                   "loss_plot": str(plot) if plot else None})
         if rc != 0:
             manifest.update({"status": "failed", "exit_code": rc,
                              "ended": _dt.datetime.now().isoformat(timespec="seconds")})
             runs.write_manifest(run_dir, manifest)
-            raise TrainingFailed(f"training failed with exit code {rc}; log: {run_dir / 'train.log'}", rc)
+            if not verbose:
+                print_failure(f"stage {p.name}", log, rc)
+            raise TrainingFailed(f"training failed with exit code {rc}; log: {log}", rc)
         runs.write_manifest(run_dir, manifest)
+        print(f"[ftk] stage {p.name} finished in {hms(seconds)}{_loss_summary(trainer_log)}; "
+              f"model: {p.dir / 'model'}" + (f"; loss plot: {plot}" if plot else ""), flush=True)
     manifest.update({"status": "finished", "exit_code": 0,
                      "train_seconds": round(sum(s.get("seconds", 0) for s in manifest["stages"]), 2),
                      "ended": _dt.datetime.now().isoformat(timespec="seconds")})
     runs.write_manifest(run_dir, manifest)
 
 
+def _loss_summary(trainer_log: Path) -> str:
+    rows = [r for r in read_log(trainer_log) if r.get("loss") is not None]
+    if not rows:
+        return ""
+    evals = [r["eval_loss"] for r in read_log(trainer_log) if r.get("eval_loss") is not None]
+    return (f", {rows[-1]['current_steps']} steps, loss {rows[0]['loss']:.4f} -> {rows[-1]['loss']:.4f}"
+            + (f", eval_loss {evals[-1]:.4f}" if evals else ""))
+
+
+def _data_line(stage_data: dict[str, dict], fits: dict[str, dict], recipe: Recipe) -> str:
+    parts = []
+    for name, m in stage_data.items():
+        rows = ", ".join(f"{s} {info['rows']}" for s, info in m.get("splits", {}).items())
+        fitted = sum(v.get("truncated", 0) for v in fits.get(name, {}).values())
+        where = "" if len(stage_data) == 1 else f"{name}: "
+        parts.append(f"{where}{rows} rows" + (f" ({fitted} cut to cutoff_len {recipe.train.cutoff_len})"
+                                               if fitted else ""))
+    return "[ftk] data: " + "; ".join(parts)
+
+
 def train(recipe: Recipe, recipe_path: str | Path, overrides: list[str] | None = None, *,
-          topo: Topology | None = None, slurm: bool = False) -> Path:
-    """Run LLaMA-Factory training for the recipe in a new run directory; return its path."""
-    if not recipe.data.train and not Path(recipe.data.prepared_dir, "manifest.json").exists():
-        raise FtkError("no training data: set `data.train`", path=recipe_path, where="data.train")
-    ensure_model(recipe)
+          topo: Topology | None = None, slurm: bool = False, verbose: bool = False) -> Path:
+    """Run training for a checked recipe (ftk.validate) in a new run directory; return its path.
+
+    Order: every stage's data (prepared atomically, before anything else is written) -> the tiny
+    model if the recipe builds one -> the run directory, with copies of the task YAML and the
+    prepared manifest -> launch.
+    """
     stage_data, dataset_dirs, fits = {}, {}, {}
     for name, stage in recipe.stage_recipes():  # every stage's data before anything launches
-        m = ensure_prepared(stage)
+        m = ensure_prepared(stage, recipe_path)
         if "train" not in m.get("splits", {}):
-            raise FtkError("prepared data has no train split", path=Path(stage.data.prepared_dir) / "manifest.json")
+            raise FtkError("prepared data has no train split (set `data.train`)",
+                           path=Path(stage.data.prepared_dir) / "manifest.json")
         stage_data[name] = m
-        dataset_dirs[name], fits[name] = fit_for_training(stage, m)
+    ensure_model(recipe)
+    for name, stage in recipe.stage_recipes():
+        dataset_dirs[name], fits[name] = fit_for_training(stage, stage_data[name])
     data_manifest = stage_data[name]  # the last stage's data, the one `ftk eval` uses
     run_dir = runs.new_run_dir(recipe.runs_dir, recipe.name)
     topo = _single_node_port(recipe, topo or Topology())
@@ -152,12 +204,15 @@ def train(recipe: Recipe, recipe_path: str | Path, overrides: list[str] | None =
     env = _env_for(recipe, run_dir)
     manifest = _base_manifest(recipe, recipe_path, overrides, plans, env)
     manifest["data"] = data_manifest
+    manifest["task"] = runs.keep_task_copy(run_dir, recipe.stage_recipes()[-1][1].task)
+    write_json(run_dir / runs.DATA_MANIFEST, data_manifest)
     manifest["fit"] = fits[name]
     for st in manifest["stages"]:
         st["fit"] = fits[st["name"]]
     if len(stage_data) > 1:
         manifest["data_stages"] = stage_data
     print(f"[ftk] run directory: {run_dir}")
+    print(_data_line(stage_data, fits, recipe), flush=True)
     if slurm:
         from ftk.train.slurm import submit, write_sbatch
 
@@ -167,7 +222,7 @@ def train(recipe: Recipe, recipe_path: str | Path, overrides: list[str] | None =
         submit(script)
         return run_dir
     runs.write_manifest(run_dir, manifest)
-    _run_stages(plans, manifest, run_dir, env)
+    _run_stages(plans, manifest, run_dir, env, verbose=verbose)
     return run_dir
 
 
@@ -187,13 +242,14 @@ def last_checkpoint(model_dir: Path) -> Path | None:
     return max(ckpts, key=lambda p: int(p.name.split("-")[1])) if ckpts else None
 
 
-def resume(run_dir: str | Path, topo: Topology | None = None) -> Path:
+def resume(run_dir: str | Path, topo: Topology | None = None, verbose: bool = False) -> Path:
     """Continue a run in place from the last checkpoint of its first unfinished stage."""
     run_dir = Path(run_dir)
-    manifest = runs.read_manifest(run_dir)
+    manifest, _, recipe = runs.read_run(run_dir)
     if manifest.get("status") == "finished":
         raise FtkError("run already finished; nothing to resume", path=run_dir)
-    recipe = Recipe.model_validate(manifest["recipe"])
+    if runs.status_of(manifest) == "running":
+        raise FtkError(f"run is still running (pid {manifest.get('pid')} on {manifest.get('host')})", path=run_dir)
     topo = _single_node_port(recipe, topo or Topology())
     dataset_dirs = {st["name"]: st["llamafactory_args"]["dataset_dir"] for st in manifest["stages"]}
     plans = plan(recipe, run_dir, topo, dataset_dirs)
@@ -208,10 +264,10 @@ def resume(run_dir: str | Path, topo: Topology | None = None) -> Path:
     env = _env_for(recipe, run_dir)
     manifest.setdefault("resumes", []).append({"from": str(ckpt), "at": _dt.datetime.now().isoformat(timespec="seconds")})
     manifest["stages"][first].update({"llamafactory_args": plans[first].train_args, "argv": plans[first].argv})
-    manifest["status"] = "running"
+    manifest.update({"status": "running", **runs.process_identity()})
     runs.write_manifest(run_dir, manifest)
     print(f"[ftk] resuming {run_dir} from {ckpt}")
-    _run_stages(plans, manifest, run_dir, env, first=first)
+    _run_stages(plans, manifest, run_dir, env, first=first, verbose=verbose)
     return run_dir
 
 

@@ -82,10 +82,134 @@ def write_manifest(run_dir: Path, data: dict) -> None:
 
 
 def read_manifest(run_dir: str | Path) -> dict:
-    path = Path(run_dir) / MANIFEST
+    """A run directory's manifest; every way it can be wrong is one FtkError naming the folder."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise FtkError("run directory not found", path=run_dir)
+    if not run_dir.is_dir():
+        raise FtkError("not a run directory (expected a folder made by `ftk train`)", path=run_dir)
+    path = run_dir / MANIFEST
     if not path.is_file():
-        raise FtkError("not a run directory (no manifest.json)", path=run_dir)
+        raise FtkError("not a run directory (no manifest.json; expected a folder made by `ftk train`)", path=run_dir)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise FtkError(f"not valid JSON: {exc.msg}", path=path, where=str(exc.lineno)) from None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FtkError(f"not valid JSON: {getattr(exc, 'msg', exc)}", path=path,
+                       where=str(getattr(exc, "lineno", "")) or None) from None
+    if not isinstance(data, dict) or "recipe" not in data:
+        what = ("a prepared-data folder (its manifest has splits, no recipe)" if isinstance(data, dict)
+                and "splits" in data else "a manifest without a recipe")
+        raise FtkError(f"not a run directory: this is {what}; expected a folder made by `ftk train`", path=run_dir)
+    return data
+
+
+def read_run(run_dir: str | Path):
+    """(manifest, recipe of the last stage, whole recipe) of a run directory."""
+    from pydantic import ValidationError
+
+    from ftk.errors import format_validation_error
+    from ftk.recipe import Recipe
+
+    manifest = read_manifest(run_dir)
+    try:
+        recipe = Recipe.model_validate(manifest["recipe"])
+        last = recipe.stage_recipes()[-1][1]
+    except (ValidationError, ValueError) as exc:
+        msg = format_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
+        raise FtkError(f"the run's recipe no longer validates ({msg}); it was made by another ftk version?",
+                       path=Path(run_dir) / MANIFEST) from None
+    return manifest, last, recipe
+
+
+DATA_MANIFEST = "data-manifest.json"
+TASK_COPY = "task.yaml"
+
+
+def process_identity() -> dict:
+    """Who runs this: host, pid and the process's start time (so a reused pid is not mistaken)."""
+    info = {"host": socket.gethostname(), "pid": os.getpid(), "pid_started": None}
+    try:
+        import psutil
+
+        info["pid_started"] = psutil.Process().create_time()
+    except Exception:  # psutil missing or no /proc: pid alone
+        pass
+    return info
+
+
+def status_of(manifest: dict) -> str:
+    """The recorded status, except that a `running` run whose process is gone is `interrupted`.
+
+    Only decidable on the host that ran it; elsewhere a running run stays `running`.
+    """
+    status = manifest.get("status", "unknown")
+    if status != "running" or manifest.get("host") != socket.gethostname() or not manifest.get("pid"):
+        return status
+    try:
+        import psutil
+
+        proc = psutil.Process(int(manifest["pid"]))
+        started = manifest.get("pid_started")
+        alive = proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE and (
+            started is None or abs(proc.create_time() - float(started)) < 1.0)
+    except Exception:
+        alive = False
+    return "running" if alive else "interrupted"
+
+
+def keep_task_copy(run_dir: Path, task_ref: str) -> dict:
+    """Copy the task YAML into the run (eval, compare and export read the copy, not the original)."""
+    from ftk.data.task import load_task
+
+    task = load_task(task_ref)
+    (run_dir / TASK_COPY).write_text(task.yaml_text or "", encoding="utf-8")
+    return {"name": task.name, "source": str(task.path), "sha256": task.sha256, "file": TASK_COPY}
+
+
+def run_task(run_dir: Path, manifest: dict, recipe):
+    """The task of a run: its own copy when it has one (runs of older ftk: the recipe's reference)."""
+    from ftk.data.task import load_task
+
+    copy = Path(run_dir) / TASK_COPY
+    return load_task(copy) if copy.is_file() else load_task(recipe.task)
+
+
+def summarize(run_dir: Path) -> dict | None:
+    """One row of `ftk runs`: name, status, steps, headline metric (None if not a run directory)."""
+    try:
+        manifest = read_manifest(run_dir)
+    except FtkError:
+        return None
+    steps = None
+    for state in (Path(manifest.get("model_dir") or run_dir / "model") / "trainer_state.json",):
+        if state.is_file():
+            try:
+                steps = json.loads(state.read_text(encoding="utf-8")).get("global_step")
+            except (ValueError, OSError):
+                pass
+    if steps is None:
+        ckpts = [int(p.name.split("-")[1]) for p in Path(run_dir).glob("**/checkpoint-*")
+                 if re.fullmatch(r"checkpoint-\d+", p.name)]
+        steps = max(ckpts) if ckpts else None
+    metric = None
+    for mpath in sorted(Path(run_dir).glob("eval-*/metrics.json")):
+        try:
+            m = json.loads(mpath.read_text(encoding="utf-8"))
+        except (ValueError, OSError):
+            continue
+        head = m.get("headline")
+        if head in m:
+            metric = f"{head} {m[head]:.4f} ({mpath.parent.name})"
+            break
+    return {"name": manifest.get("name"), "status": status_of(manifest), "steps": steps, "metric": metric,
+            "started": manifest.get("started"), "path": str(run_dir)}
+
+
+def list_runs(runs_dir: str | Path) -> list[dict]:
+    """Every run directory directly under runs_dir (or runs_dir itself), oldest first."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise FtkError("runs folder not found", path=runs_dir)
+    candidates = [runs_dir] if (runs_dir / MANIFEST).is_file() else sorted(p for p in runs_dir.iterdir() if p.is_dir())
+    rows = [r for r in (summarize(p) for p in candidates) if r is not None]
+    return sorted(rows, key=lambda r: (r["started"] or "", r["path"]))

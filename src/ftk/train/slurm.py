@@ -6,6 +6,8 @@ first node of the allocation. Stages of a chain run one after another in the sam
 
 from __future__ import annotations
 
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -17,35 +19,51 @@ from ftk.train import launch
 SBATCH_NAME = "sbatch.sh"
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def safe(value, key: str) -> str:
+    """A value for sbatch.sh: no newline or other control character (it would start a new shell
+    line), then shell-quoted (a plain word stays as it is)."""
+    value = str(value)
+    if _CONTROL.search(value):
+        raise FtkError(f"{value!r} holds a newline or control character, which cannot go into sbatch.sh",
+                       where=key)
+    return shlex.quote(value)
+
+
 def render_sbatch(recipe, plans, run_dir: Path, *, python: str | None = None, workdir: str | None = None) -> str:
+    """The batch script: every recipe value is checked (recipe.py's patterns, then `safe`) and quoted."""
     d = recipe.distributed
     s = d.slurm
     lines = [
         "#!/bin/bash",
-        f"#SBATCH --job-name={recipe.name}",
-        f"#SBATCH --nodes={d.nnodes}",
+        f"#SBATCH --job-name={safe(recipe.name, 'name')}",
+        f"#SBATCH --nodes={int(d.nnodes)}",
         "#SBATCH --ntasks-per-node=1",
-        f"#SBATCH --gpus-per-node={d.nproc_per_node}",
-        f"#SBATCH --cpus-per-task={s.cpus_per_task}",
-        f"#SBATCH --output={run_dir}/slurm-%j.out",
+        f"#SBATCH --gpus-per-node={int(d.nproc_per_node)}",
+        f"#SBATCH --cpus-per-task={int(s.cpus_per_task)}",
+        f"#SBATCH --output={safe(f'{run_dir}/slurm-%j.out', 'runs_dir')}",
     ]
     for key, value in (("partition", s.partition), ("account", s.account), ("time", s.time)):
         if value:
-            lines.append(f"#SBATCH --{key}={value}")
-    lines += [f"#SBATCH {opt}" for opt in s.extra_sbatch]
+            lines.append(f"#SBATCH --{key}={safe(value, f'distributed.slurm.{key}')}")
+    lines += [f"#SBATCH {safe(opt, 'distributed.slurm.extra_sbatch')}" for opt in s.extra_sbatch]
     bindir = str(Path(python or sys.executable).parent)
     lines += [
         "",
         "set -euo pipefail",
-        f"cd {launch.shell_quote([workdir or str(Path.cwd())])}",
-        f"export PATH={launch.shell_quote([bindir])}:$PATH",
+        f"cd {safe(workdir or str(Path.cwd()), 'working directory')}",
+        f"export PATH={safe(bindir, 'python')}:$PATH",
         'export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
         "export PYTHONWARNINGS=ignore::FutureWarning",
     ]
     for p in plans:
         argv = launch.build_slurm_argv(str(p.dir / "llamafactory.yaml"), nnodes=d.nnodes,
-                                       nproc_per_node=d.nproc_per_node, rdzv_port=d.master_port)
-        lines += ["", f"# stage {p.name}", "srun " + launch.shell_quote_expanding(argv)]
+                                       nproc_per_node=d.nproc_per_node, rdzv_port=int(d.master_port))
+        for a in argv:
+            safe(a, "runs_dir")
+        lines += ["", f"# stage {safe(p.name, 'stages.name')}", "srun " + launch.shell_quote_expanding(argv)]
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,125 @@
+#!/usr/bin/env python
+"""The same training (real AG News train head, a tiny LLaMA) unpacked, packed and neat-packed,
+through `ftk train` with `train.packing` false / true / neat: examples/s, real tokens/s, padding
+fraction and the test accuracy of each.
+
+Real tokens are the fitted examples' own tokens (prompt + answer, as LLaMA-Factory encodes them)
+times the epochs; the trainer counts every token it is fed, padding included
+(`include_num_input_tokens_seen`), so padding = 1 - real / fed. Time is the trainer's own
+`train_runtime` (no start-up).
+
+    python scripts/bench_packing.py                       # 2,000 train rows, 2 epochs, 2,000 test rows
+    python scripts/bench_packing.py --cutoff 1024 --test-rows 7600
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+AG = REPO.parent / "shared" / "realdata" / "ag_news"
+
+
+def run(argv: list[str], cwd: Path, env: dict) -> None:
+    proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(argv)}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+
+
+def real_tokens(recipe, manifest: dict, dataset_dir: str) -> int:
+    """Tokens of the train split as LLaMA-Factory encodes it (prompt + answer per example)."""
+    from transformers import AutoTokenizer
+
+    from ftk.data.records import read_records
+    from ftk.data.task import load_task
+    from ftk.train.prompts import Prompter, load_template
+
+    tok = AutoTokenizer.from_pretrained(recipe.model.name_or_path)
+    task = load_task(recipe.task)
+    prompter = Prompter(tok, load_template(tok, recipe.model.template), recipe.train.cutoff_len,
+                        task.prompt(manifest.get("prompt_version")))
+    recs = read_records(Path(dataset_dir) / manifest["splits"]["train"]["file"])
+    return sum(len(p) + len(t) for p, t in map(prompter.encode, recs))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--train-rows", type=int, default=2000)
+    ap.add_argument("--test-rows", type=int, default=2000)
+    ap.add_argument("--epochs", type=float, default=2)
+    ap.add_argument("--cutoff", type=int, default=1024, help="cutoff_len: the length of a packed sequence")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--hidden-size", type=int, default=128)
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = ap.parse_args()
+    if not AG.exists():
+        raise SystemExit(f"needs the real AG News files in {AG}")
+
+    from ftk.recipe import load_recipe
+
+    tmp = Path(tempfile.mkdtemp(prefix="ftk-bench-packing-"))
+    env = dict(os.environ, PYTHONWARNINGS="ignore::FutureWarning", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    results = []
+    try:
+        recipe_path = tmp / "recipe.yaml"
+        recipe_path.write_text(yaml.safe_dump({
+            "extends": str(REPO / "configs" / "agnews_tiny_real.yaml"), "name": "pack",
+            "data": {"train": str(AG / "train_head2000.csv"), "test": str(AG / "test.csv"),
+                     "prepared_dir": str(tmp / "prepared"),
+                     "max_samples": {"train": args.train_rows, "test": args.test_rows}},
+            "model": {"name_or_path": str(tmp / "model"),
+                      "tiny": {"hidden_size": args.hidden_size, "layers": args.layers}},
+            "runs_dir": str(tmp / "runs"),
+            "train": {"num_train_epochs": args.epochs, "cutoff_len": args.cutoff, "save_steps": 100_000,
+                      "per_device_train_batch_size": args.batch_size, "logging_steps": 5},
+            "llamafactory_args": {"include_num_input_tokens_seen": True}}))
+        for packing in ("false", "true", "neat"):
+            run([str(BIN / "ftk"), "train", str(recipe_path), f"train.packing={packing}"], tmp, env)
+            run_dir = sorted((tmp / "runs").iterdir(), key=lambda p: p.stat().st_mtime)[-1]
+            run([str(BIN / "ftk"), "eval", str(run_dir)], tmp, env)
+            manifest = json.loads((run_dir / "manifest.json").read_text())
+            state = json.loads((run_dir / "model" / "trainer_state.json").read_text())
+            runtime = next(e["train_runtime"] for e in state["log_history"] if "train_runtime" in e)
+            fed = int(state.get("num_input_tokens_seen") or 0)
+            recipe = load_recipe(recipe_path, [f"train.packing={packing}"])
+            real = real_tokens(recipe, manifest["data"], manifest["llamafactory_args"]["dataset_dir"])
+            real_total = real * args.epochs
+            metrics = json.loads((run_dir / "eval-test" / "metrics.json").read_text())
+            results.append({
+                "packing": packing, "steps": state["global_step"], "train_runtime_s": runtime,
+                "examples_per_s": args.train_rows * args.epochs / runtime, "real_tokens_per_s": real_total / runtime,
+                "fed_tokens": fed, "padding_fraction": 1 - real_total / fed if fed else None,
+                "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "invalid": metrics["invalid"],
+            })
+        print(f"real AG News: {args.train_rows} train rows x {args.epochs} epochs, tiny LLaMA h{args.hidden_size}/"
+              f"{args.layers} layers, batch {args.batch_size}, cutoff_len {args.cutoff}; {args.test_rows} test rows")
+        print(f"{'packing':8} {'steps':>6} {'time s':>8} {'ex/s':>8} {'tok/s':>9} {'padding':>8} {'accuracy':>9} "
+              f"{'macro-F1':>9}")
+        for r in results:
+            pad = f"{r['padding_fraction']:.1%}" if r["padding_fraction"] is not None else "n/a"
+            print(f"{r['packing']:8} {r['steps']:6d} {r['train_runtime_s']:8.1f} {r['examples_per_s']:8.1f} "
+                  f"{r['real_tokens_per_s']:9.0f} {pad:>8} {r['accuracy']:9.4f} {r['macro_f1']:9.4f}")
+        base = results[0]["examples_per_s"]
+        print("speed-up vs unpacked: " + ", ".join(f"{r['packing']} {r['examples_per_s'] / base:.2f}x"
+                                                 for r in results[1:]))
+        print(json.dumps(results))
+    finally:
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""loss.png of a training stage, drawn from its trainer_log.jsonl: train loss raw and smoothed,
+validation loss when there is one, log-scale y, learning rate on a second axis, the full title
+wrapped. Written after every stage, failed ones included (what was logged is not lost)."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+from ftk.fileio import atomic_open
+
+
+def read_log(path: str | Path) -> list[dict]:
+    """trainer_log.jsonl rows, one per step (a resumed run logs some steps twice: the last wins)."""
+    by_step: dict[tuple[int, str], dict] = {}
+    path = Path(path)
+    if not path.is_file():
+        return []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and "current_steps" in row:
+            kind = "eval" if "eval_loss" in row else "train"
+            by_step[(int(row["current_steps"]), kind)] = row
+    return [by_step[k] for k in sorted(by_step)]
+
+
+def ema(values: list[float], alpha: float) -> list[float]:
+    """Exponential moving average, bias-corrected (as TensorBoard smooths)."""
+    out, avg = [], 0.0
+    for i, v in enumerate(values, 1):
+        avg = alpha * avg + (1 - alpha) * v
+        out.append(avg / (1 - alpha ** i))
+    return out
+
+
+def plot_loss(trainer_log: str | Path, out_png: str | Path, title: str) -> Path | None:
+    """Draw the figure; None when the log holds no loss yet."""
+    rows = read_log(trainer_log)
+    train = [(r["current_steps"], r["loss"]) for r in rows if r.get("loss") is not None]
+    evals = [(r["current_steps"], r["eval_loss"]) for r in rows if r.get("eval_loss") is not None]
+    lrs = [(r["current_steps"], r["lr"]) for r in rows if r.get("lr") is not None]
+    if not train and not evals:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    if train:
+        steps, losses = zip(*train)
+        ax.plot(steps, losses, color="tab:blue", alpha=0.3, linewidth=1, label="train loss")
+        if len(losses) >= 5:
+            alpha = min(0.95, max(0.6, 1 - 10 / len(losses)))
+            ax.plot(steps, ema(list(losses), alpha), color="tab:blue", linewidth=2,
+                    label=f"train loss (EMA {alpha:.2f})")
+    if evals:
+        steps, losses = zip(*evals)
+        ax.plot(steps, losses, color="tab:orange", marker="o", linewidth=1.5, label="validation loss")
+    values = [v for _, v in train + evals]
+    if values and min(values) > 0:
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (log scale)" if ax.get_yscale() == "log" else "loss")
+    ax.grid(True, which="both", alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    if lrs:
+        ax2 = ax.twinx()
+        steps, lr = zip(*lrs)
+        ax2.plot(steps, lr, color="tab:green", linestyle="--", linewidth=1, label="learning rate")
+        ax2.set_ylabel("learning rate")
+        ax2.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+        h2, l2 = ax2.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    ax.legend(handles, labels, loc="upper right", fontsize=8)
+    ax.set_title("\n".join(textwrap.wrap(title, 70)), fontsize=10)
+    fig.tight_layout()
+    out_png = Path(out_png)
+    with atomic_open(out_png, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=110)
+    plt.close(fig)
+    return out_png
