@@ -74,13 +74,35 @@ class ModelConfig(_Strict):
 
 
 class MethodConfig(_Strict):
-    finetuning_type: Literal["full", "freeze", "lora"] = "full"
+    """How the model is fine-tuned. Generative SFT (no `head`, finetuning_type full/freeze/lora) runs
+    on LLaMA-Factory; a classification head or prompt tuning runs on ftk's own trainer
+    (transformers' Trainer + PEFT), launched the same way."""
+
+    finetuning_type: Literal["full", "freeze", "lora", "prompt_tuning"] = "full"
+    head: Literal["none", "sequence_classification", "token_classification"] = Field(
+        "none", description="a classification head instead of generation (ftk's trainer): one label per "
+                            "input, or one IOB2 tag per word (labels on each word's first sub-token)")
     quantization_bit: Literal[4, 8] | None = Field(None, description="QLoRA: 4 (or 8) with finetuning_type lora")
     lora_rank: int = Field(8, ge=1)
     lora_alpha: float = Field(16, gt=0)
     lora_dropout: float = Field(0.0, ge=0, lt=1)
     lora_target: str = Field("all", description="comma-separated module names, or all")
+    lora_bias: Literal["none", "all", "lora_only"] = Field("none", description="PEFT LoRA bias (ftk's trainer)")
+    class_weights: Literal["none", "balanced"] | list[Annotated[float, Field(gt=0)]] = Field(
+        "none", description="sequence_classification loss weights: none, balanced (scikit-learn's "
+                            "compute_class_weight on the train split) or one weight per label")
+    append_eos: bool = Field(True, description="sequence_classification: end every input with the end-of-"
+                             "sequence token, so the head reads the same final token after any text (a no-op "
+                             "when pad = eos, which the model treats as padding)")
+    num_virtual_tokens: int = Field(8, ge=1, description="prompt_tuning: virtual tokens in front of the prompt")
+    prompt_tuning_init: Literal["random", "text"] = Field("random", description="prompt_tuning initialisation")
+    prompt_tuning_init_text: str | None = Field(None, description="prompt_tuning init text (default: the task prompt)")
     freeze_trainable_layers: int = Field(2, description="freeze: train the last N layers")
+
+    @property
+    def trainer(self) -> Literal["llamafactory", "ftk"]:
+        """Which trainer runs this method: LLaMA-Factory, or ftk's own (train/hf/)."""
+        return "ftk" if self.head != "none" or self.finetuning_type == "prompt_tuning" else "llamafactory"
 
 
 class TrainConfig(_Strict):
@@ -234,6 +256,7 @@ class Recipe(_Strict):
         if t.packing == "neat" and d.flash_attn == "fa2" and t.per_device_train_batch_size != 1:
             problems.append("`train.packing` neat with `distributed.flash_attn` fa2 needs "
                             f"`train.per_device_train_batch_size` 1, not {t.per_device_train_batch_size}")
+        problems += _method_problems(self)
         if self.model.adapter_name_or_path and m.finetuning_type != "lora":
             problems.append("`model.adapter_name_or_path` needs `method.finetuning_type` lora")
         if problems:
@@ -253,6 +276,29 @@ class Recipe(_Strict):
             except ValidationError as exc:
                 raise ValueError(f"stage {st.name!r} (`stages.{i}`): " + format_validation_error(exc)) from None
         return out
+
+
+def _method_problems(r: Recipe) -> list[str]:
+    """Combinations ftk's own trainer (heads, prompt tuning) does not support, and the reverse."""
+    m, t = r.method, r.train
+    out = []
+    if m.head != "none" and m.finetuning_type not in ("lora", "full"):
+        out.append(f"`method.head` {m.head} trains with `method.finetuning_type` lora or full, not {m.finetuning_type}")
+    if m.class_weights != "none" and m.head != "sequence_classification":
+        out.append("`method.class_weights` needs `method.head` sequence_classification")
+    if m.prompt_tuning_init_text and m.prompt_tuning_init != "text":
+        out.append("`method.prompt_tuning_init_text` needs `method.prompt_tuning_init` text")
+    if m.trainer == "llamafactory":
+        if m.lora_bias != "none":
+            out.append("`method.lora_bias` needs ftk's trainer (a `method.head`); LLaMA-Factory's LoRA has no bias option")
+        return out
+    what = "a classification head" if m.head != "none" else "prompt tuning"
+    for bad, msg in ((m.quantization_bit, "`method.quantization_bit`"), (r.stages, "`stages`"),
+                     (r.llamafactory_args, "`llamafactory_args`"), (t.packing, "`train.packing`"),
+                     (t.stage != "sft", f"`train.stage` {t.stage}"), (t.resize_vocab, "`train.resize_vocab`")):
+        if bad:
+            out.append(f"{msg} is not available with {what} (ftk's trainer)")
+    return out
 
 
 def deep_merge(base: dict, child: dict) -> dict:

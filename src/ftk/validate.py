@@ -98,6 +98,18 @@ def _stage_problems(stage: Recipe, task: TaskSpec) -> list[str]:
         out.append(f"`train.stage`: pt needs a pretrain task (plain text), not {task.name!r} ({task.kind})")
     if stage.train.stage == "sft" and task.kind == "pretrain":
         out.append(f"`task`: {task.name!r} is a pretrain corpus; use it with `train.stage` pt")
+    m = stage.method
+    if m.head == "sequence_classification" and not task.is_classification:
+        out.append(f"`method.head`: sequence_classification needs a classification task, not {task.name!r} ({task.kind})")
+    if m.head == "token_classification" and task.kind != "ner":
+        out.append(f"`method.head`: token_classification needs an ner task (IOB2 tags), not {task.name!r} ({task.kind})")
+    if m.finetuning_type == "prompt_tuning" and task.kind == "pretrain":
+        out.append("`method.finetuning_type`: prompt_tuning needs a task with prompts and targets, not a pretrain corpus")
+    if isinstance(m.class_weights, list) and len(m.class_weights) != len(task.labels):
+        out.append(f"`method.class_weights`: {len(m.class_weights)} weights for {len(task.labels)} labels "
+                   f"(expected one per label: {', '.join(task.labels)})")
+    if m.trainer == "ftk" and stage.eval.mode == "choice" and m.head != "none":
+        out.append("`eval.mode`: choice scores generated labels; a classification head predicts them directly")
     return out
 
 
@@ -200,6 +212,8 @@ def _llamafactory_problems(recipe: Recipe, notes: list[str]) -> list[str]:
     errors = []
     gpu = _has_gpu()
     for p in dry_run(recipe):
+        if p.trainer != "llamafactory":  # ftk's trainer: its keys are ftk's own, checked by the schema
+            continue
         where = "" if p.name == "main" else f"stages.{p.name}: "
         errs, n = check_llamafactory(p.train_args, p.deepspeed, gpu=gpu)
         errors += [where + e for e in errs]

@@ -153,3 +153,25 @@ def synth_cmd(
     paths = write_dataset(out, n_train=n_train, n_test=n_test, seed=seed, noise=noise)
     for split, p in paths.items():
         print(f"{split}: {p}")
+
+
+@app.command("synth-data")
+def synth_data_cmd(
+    spec: Annotated[Path, typer.Argument(help="synthetic-data spec YAML")],
+    out: Annotated[Optional[Path], typer.Option(help="output folder (default data/synthetic/<name>)")] = None,
+) -> None:
+    """Training rows in a task's raw format from OpenAI-compatible endpoints: seeded requests (seed
+    examples drawn per request), answers split into items, validated, de-duplicated (also against the
+    seeds and leakage files), written atomically with a manifest. Finished requests are cached: a
+    re-run asks only for the missing ones. API keys are read from the variables the spec names.
+
+    Examples:\n
+      ftk synth-data examples/synth_agnews.yaml\n
+      ftk synth-data examples/synth_agnews.yaml --out data/synthetic/agnews_run2
+    """
+    from ftk.data.llm.run import summary_lines, synth_data
+
+    manifest = synth_data(spec, out)
+    out_dir = Path(out) if out else Path("data") / "synthetic" / manifest["name"]
+    for line in summary_lines(manifest, out_dir):
+        print(line)

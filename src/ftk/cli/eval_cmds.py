@@ -13,7 +13,11 @@ from ftk.errors import FtkError
 
 @app.command("eval")
 def eval_cmd(
-    run: Annotated[Optional[Path], typer.Argument(help="run directory made by `ftk train`")] = None,
+    run: Annotated[Optional[Path], typer.Argument(help="run directory made by `ftk train` (with --base: a recipe)")] = None,
+    overrides: Annotated[Optional[list[str]], typer.Argument(help="with --base: key=value recipe overrides")] = None,
+    base: Annotated[bool, typer.Option("--base", help="evaluate the recipe's model before any training")] = False,
+    checkpoint: Annotated[Optional[str], typer.Option(help="evaluate this saved checkpoint (its step)")] = None,
+    checkpoints: Annotated[Optional[str], typer.Option(help="all or STEP,STEP,...: a curve over saved checkpoints")] = None,
     out: Annotated[Optional[Path], typer.Option(help="output folder (default RUN/eval-<split>)")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="generation batch size")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="only the first N examples")] = None,
@@ -27,17 +31,40 @@ def eval_cmd(
     shard: Annotated[Optional[str], typer.Option(hidden=True, help="internal: I/N worker of a sharded eval")] = None,
 ) -> None:
     """Greedy batched generation on the test split, label extraction, metrics and reports.
-    With --predictions, score an existing file (ftk's or LLaMA-Factory's generated_predictions.jsonl).
+    With --predictions, score an existing file (ftk's or LLaMA-Factory's generated_predictions.jsonl);
+    with --base, the recipe's untrained model; with --checkpoints, a curve over saved checkpoints.
 
     Examples:\n
       ftk eval runs/agnews_tiny_cpu-20261121-101500\n
-      ftk eval --predictions generated_predictions.jsonl --task agnews --data data/prepared/agnews --out eval_lf
+      ftk eval configs/agnews_tiny_cpu.yaml --base --mode choice\n
+      ftk eval runs/agnews_tiny_cpu-20261121-101500 --checkpoints all
     """
     from ftk.eval.evaluate import evaluate_predictions, evaluate_run
     from ftk.eval.report import print_table
 
     if split is not None and split not in ("train", "validation", "test"):
         raise FtkError(f"--split {split!r}: expected train, validation or test")
+    if overrides and not base:
+        raise FtkError(f"unexpected argument {overrides[0]!r} (key=value overrides go with --base RECIPE)")
+    if base:
+        if run is None or predictions is not None or checkpoint or checkpoints:
+            raise FtkError("--base takes a recipe (and key=value overrides), without --predictions or checkpoints")
+        from ftk.eval.base import make_base_run
+        from ftk.validate import check_for_training
+
+        recipe = check_for_training(run, overrides)
+        run = make_base_run(recipe, run, overrides)
+        print(f"[ftk] base model run: {run}")
+    if checkpoints is not None:
+        if run is None or checkpoint:
+            raise FtkError("--checkpoints takes a run directory (and no --checkpoint)")
+        from ftk.study.curves import checkpoint_curve, print_curve
+
+        table, out_dir = checkpoint_curve(run, checkpoints, split=split, mode=mode, batch_size=batch_size,
+                                          limit=limit, engine=engine)
+        print_curve(table)
+        print(f"reports: {out_dir}")
+        return
     if predictions is not None:
         if not task or not out:
             raise FtkError("--predictions needs --task and --out")
@@ -46,7 +73,7 @@ def eval_cmd(
         metrics, out_dir = evaluate_predictions(predictions, task, out, data_dir=data, split=split or "test")
     elif run is not None:
         metrics, out_dir = evaluate_run(run, out_dir=out, batch_size=batch_size, limit=limit, split=split,
-                                        mode=mode, engine=engine, shards=shards, shard=shard)
+                                        mode=mode, engine=engine, shards=shards, shard=shard, checkpoint=checkpoint)
         if shard is not None:
             return
     else:
@@ -76,3 +103,25 @@ def compare_cmd(
     if out:
         write_json(out / "compare.json", result)
         write_text(out / "compare.md", md)
+
+
+@app.command("embed")
+def embed_cmd(
+    run: Annotated[Path, typer.Argument(help="run directory made by `ftk train`")],
+    split: Annotated[Optional[str], typer.Option(help="prepared split (default the recipe's eval split)")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=10, help="only the first N rows")] = None,
+    seed: Annotated[int, typer.Option(min=0, help="t-SNE seed")] = 0,
+) -> None:
+    """Last-token hidden states of the test prompts, t-SNE (scikit-learn), coloured by gold label and by
+    correct / wrong (from the run's evaluation of the split).
+
+    Examples:\n
+      ftk embed runs/agnews_tiny_cpu-20261121-101500\n
+      ftk embed runs/agnews_llama31_full-20261121-101500 --limit 2000
+    """
+    from ftk.eval.embed import embed_run
+
+    out = embed_run(run, split=split, limit=limit, seed=seed)
+    for name in ("tsne_by_label.png", "tsne_by_correct.png", "points.csv"):
+        if (out / name).exists():
+            print(f"{out / name}")

@@ -16,6 +16,7 @@ from ftk.cli.app import app
 from ftk.cli import data_cmds  # noqa: F401
 from ftk.cli import train_cmds  # noqa: F401
 from ftk.cli import eval_cmds  # noqa: F401
+from ftk.cli import study_cmds  # noqa: F401
 # isort: on
 from ftk.errors import EXIT_USER_ERROR, FtkError
 

@@ -55,7 +55,7 @@ def train_cmd(
             import json
 
             for p in plan_dry_run(r, topo):
-                print(f"# {p.dir}/llamafactory.yaml" + (f"  (stage {p.name})" if p.name != "main" else ""))
+                print(f"# {p.dir}/{p.config_name}" + (f"  (stage {p.name})" if p.name != "main" else ""))
                 print(p.yaml_text(), end="")
                 if p.deepspeed:
                     print(f"# {p.dir}/deepspeed.json")

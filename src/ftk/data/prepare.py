@@ -161,7 +161,8 @@ def plan_prepare(task: TaskSpec, sources: dict[str, str], *, prompt_version: str
                            path=config_path, where=key)
         if name == "validation" and "train" in max_samples:
             train.examples = sample(train.examples, max_samples["train"], seed, sample_strategy)
-        train.examples, taken = split_off(train.examples, size, seed, what, path=config_path, key=key)
+        train.examples, taken = split_off(train.examples, size, seed, what, path=config_path, key=key,
+                                          strategy=sample_strategy)
         splits[name] = SplitData(name, train.source, taken, rows_read=len(taken))
 
     for sd in splits.values():

@@ -60,6 +60,7 @@ class Collector:
     """Turns raw rows into examples for one task/source, collecting problems."""
 
     max_rows: int | None = None
+    keep_raw: bool = False  # keep each row's raw columns in Example.meta["raw"] (synthetic-data seeds)
 
     def __init__(self, task: TaskSpec, spec: SourceSpec, out: ReadResult, strict: bool, fmt: str = "?"):
         self.task, self.spec, self.out, self.strict, self.fmt = task, spec, out, strict, fmt
@@ -158,8 +159,11 @@ class Collector:
             return
         text = self._format(row, path, line)
         if text is not None:
+            meta = self._meta(row)
+            if self.keep_raw:
+                meta["raw"] = {k: ("" if v is None else str(v)) for k, v in row.items()}
             self.out.examples.append(Example(line=line, input=text, target=self.task.target_for(label), label=label,
-                                             meta=self._meta(row)))
+                                             meta=meta))
 
     def _ner(self, row: dict[str, Any], path: str, line: int) -> None:
         if "tags" in row:

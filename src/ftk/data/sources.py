@@ -157,7 +157,7 @@ def _read_hub(c: Collector, hub_id: str, split: str) -> None:
 
 
 def read_source(task: TaskSpec, source: str, split: str, fmt: str | None = None, *,
-                strict: bool = False, max_rows: int | None = None) -> ReadResult:
+                strict: bool = False, max_rows: int | None = None, keep_raw: bool = False) -> ReadResult:
     """Read one split from a local file or `hub:<id>[:<split>]` (its first `max_rows` rows only,
     when given: enough to check the file and its columns against the task).
 
@@ -180,7 +180,7 @@ def read_source(task: TaskSpec, source: str, split: str, fmt: str | None = None,
     if spec.reader == "hub":
         raise FtkError(f"format {name!r} is a hub format; give hub:<id> as the source", path=path)
     collector = Collector(task, spec, out, strict, name)
-    collector.max_rows = max_rows
+    collector.max_rows, collector.keep_raw = max_rows, keep_raw
     try:
         READERS[spec.reader](collector, path)
     except Enough:

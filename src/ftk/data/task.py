@@ -172,6 +172,12 @@ class TaskSpec(_Strict):
     prompts: PromptSpec = Field(default_factory=lambda: PromptSpec(default="plain", versions={"plain": ""}))
     target: str = "{label}"
     extraction: ExtractionSpec = Field(default_factory=ExtractionSpec)
+    base_instruction: str | None = Field(
+        None, description="prepended to the user turn when a base (not fine-tuned) model is evaluated, "
+                          "e.g. how to answer (S3 prepends one)")
+    base_extraction: ExtractionSpec | None = Field(
+        None, description="extraction steps for base-model answers (free text); default: `extraction` "
+                          "followed by the first label mentioned anywhere in the answer")
     metrics: list[str] | None = Field(None, description="metrics to report; the first is the headline")
     cleaning: CleaningSpec = Field(default_factory=CleaningSpec)
     _path: Path | None = PrivateAttr(None)
@@ -220,6 +226,12 @@ class TaskSpec(_Strict):
 
     def target_for(self, label: str) -> str:
         return self.target.format(label=label, index=self.labels.index(label) + 1)
+
+    def extraction_for(self, base: bool = False) -> ExtractionSpec:
+        """The extraction a model's answers go through. Base models answer in free text: their own
+        steps when the task sets `base_extraction` (the `label` and `number_or_label` steps already
+        take the first label mentioned anywhere in the answer)."""
+        return self.base_extraction if base and self.base_extraction is not None else self.extraction
 
     @property
     def path(self) -> Path | None:

@@ -138,10 +138,12 @@ def compare(path_a: str | Path, path_b: str | Path) -> dict:
         raise FtkError(f"the two evaluations cover different items ({len(pa)} vs {len(pb)} ids, "
                        f"{len(set(pa) ^ set(pb))} not shared)", path=db)
     ids = sorted(pa)
-    extract = make_extractor(task.labels, task.extraction.steps, task.extraction.synonyms)
+    ex_a, ex_b = (task.extraction_for(bool(m.get("base"))) for m in (ma, mb))
+    extract_a = make_extractor(task.labels, ex_a.steps, ex_a.synonyms)
+    extract_b = make_extractor(task.labels, ex_b.steps, ex_b.synonyms)
     gold = [pa[i]["label"] for i in ids]
-    pred_a = [extract(pa[i]["predict"]) for i in ids]
-    pred_b = [extract(pb[i]["predict"]) for i in ids]
+    pred_a = [extract_a(pa[i]["predict"]) for i in ids]
+    pred_b = [extract_b(pb[i]["predict"]) for i in ids]
     a = classification_metrics(gold, pred_a, task.labels)
     b = classification_metrics(gold, pred_b, task.labels)
     ca = np.array([x == y for x, y in zip(gold, pred_a)])

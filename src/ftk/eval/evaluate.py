@@ -19,6 +19,7 @@ from ftk.eval.predictions import PREDICTIONS, align, read_prediction_rows
 from ftk.eval.report import write_outputs
 from ftk.eval.scoring import score
 from ftk.fileio import sha256_file
+from ftk.recipe import Recipe
 from ftk.train.runs import read_run, run_task, status_of
 
 
@@ -57,10 +58,31 @@ def check_eval_options(task: TaskSpec, *, mode: str, engine: str, out_dir: Path)
         raise FtkError("output exists and is not a folder (expected a folder for the evaluation)", path=out_dir)
 
 
+def model_for(manifest: dict, recipe: Recipe, run_dir: Path, checkpoint: str | None = None) -> tuple[str, str | None, Path]:
+    """(model path, adapter, weights folder) that a run's eval loads: the final model or a checkpoint;
+    for a base-model "run" (`ftk eval --base`), the recipe's own model, untrained."""
+    if manifest.get("kind") == "base":
+        return recipe.model.name_or_path, None, Path(recipe.model.name_or_path)
+    model_dir = Path(manifest.get("model_dir") or run_dir / "model")
+    weights = model_dir
+    if checkpoint is not None:
+        weights = model_dir / f"checkpoint-{checkpoint}"
+        if not weights.is_dir():
+            saved = sorted(int(c.name.split("-")[1]) for c in model_dir.glob("checkpoint-*") if c.name[11:].isdigit())
+            raise FtkError(f"no checkpoint {checkpoint} (saved: {saved or 'none'})", path=model_dir)
+    if not (weights / "config.json").exists() and not (weights / "adapter_config.json").exists():
+        raise FtkError(f"run has no trained model (status {status_of(manifest)}; did training finish?)", path=weights)
+    if recipe.method.finetuning_type in ("lora", "prompt_tuning"):
+        return recipe.model.name_or_path, str(weights), weights
+    return str(weights), None, weights
+
+
 def evaluate_run(run_dir: str | Path, *, out_dir: str | Path | None = None, batch_size: int | None = None,
                  limit: int | None = None, split: str | None = None, mode: str | None = None,
-                 engine: str = "hf", shards: int | None = None, shard: str | None = None) -> tuple[dict, Path]:
-    """Evaluate a finished training run on its recipe's eval split; write reports to out_dir.
+                 engine: str = "hf", shards: int | None = None, shard: str | None = None,
+                 checkpoint: str | None = None) -> tuple[dict, Path]:
+    """Evaluate a finished training run (or one of its checkpoints, or a base-model folder made by
+    `ftk eval --base`) on its recipe's eval split; write reports to out_dir.
 
     Everything is checked before the output folder is made: the run, its task (the run's own
     copy of the task YAML), the split (the very file the run recorded), the model, the options.
@@ -68,20 +90,23 @@ def evaluate_run(run_dir: str | Path, *, out_dir: str | Path | None = None, batc
     run_dir = Path(run_dir)
     manifest, recipe, _ = read_run(run_dir)
     task = run_task(run_dir, manifest, recipe)
+    base = manifest.get("kind") == "base"
     split = split or recipe.eval.split
     recorded = manifest.get("data", {}).get("splits", {}).get(split, {}).get("sha256")
     records, data_manifest = split_records(recipe.data.prepared_dir, split, recorded, limit or recipe.eval.limit)
-    model_dir = Path(manifest.get("model_dir") or run_dir / "model")
-    if not (model_dir / "config.json").exists() and not (model_dir / "adapter_config.json").exists():
-        raise FtkError(f"run has no trained model (status {status_of(manifest)}; did training finish?)",
-                       path=model_dir)
-    if recipe.method.finetuning_type == "lora":
-        model_path, adapter = recipe.model.name_or_path, str(model_dir)
-    else:
-        model_path, adapter = str(model_dir), None
+    if base and task.base_instruction:  # base models are told how to answer
+        records = [dict(r, instruction=task.base_instruction + r.get("instruction", "")) for r in records]
+    model_path, adapter, weights = model_for(manifest, recipe, run_dir, checkpoint)
+    head = recipe.method.head != "none"
     mode = mode or recipe.eval.mode
-    out_dir = Path(out_dir) if out_dir else run_dir / (f"eval-{split}" + ("" if mode == "generate" else f"-{mode}"))
+    if head and mode == "choice":
+        raise FtkError("--mode choice scores generated labels; this run has a classification head, which "
+                       "predicts labels directly (leave --mode out)")
+    name = f"eval-{split}" + ("" if mode == "generate" else f"-{mode}") + (f"-ckpt{checkpoint}" if checkpoint else "")
+    out_dir = Path(out_dir) if out_dir else run_dir / name
     check_eval_options(task, mode=mode, engine=engine, out_dir=out_dir)
+    if head and engine != "hf":
+        raise FtkError(f"--engine {engine}: a classification head is evaluated by ftk's own forward pass (hf)")
     bs = batch_size or recipe.eval.batch_size
     if bs == "auto":
         bs = auto_batch_size()
@@ -95,18 +120,28 @@ def evaluate_run(run_dir: str | Path, *, out_dir: str | Path | None = None, batc
                 room_records=records, **kwargs)
         return {}, Path(out_dir)
     shards = shards if shards is not None else max(1, visible_gpus())
-    if shards > 1:
+    if head:
+        from ftk.eval.heads import head_info, predict_heads
+
+        shards, mode = 1, "head"
+        preds = predict_heads(records, Path(out_dir), model_dir=weights, base_model=recipe.model.name_or_path,
+                              task=task, cutoff_len=recipe.train.cutoff_len, batch_size=kwargs["batch_size"],
+                              trust_remote_code=recipe.model.trust_remote_code,
+                              info=head_info(recipe, task) if base else None,
+                              info_dir=Path(manifest.get("model_dir") or run_dir / "model"))
+    elif shards > 1:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         extra = ["--split", split, "--mode", mode, "--engine", engine,
-                 "--batch-size", str(kwargs["batch_size"])] + (["--limit", str(limit)] if limit else [])
+                 "--batch-size", str(kwargs["batch_size"])] + (["--limit", str(limit)] if limit else []) + \
+            (["--checkpoint", checkpoint] if checkpoint else [])
         preds = predict_sharded(run_dir, records, Path(out_dir), shards, extra)
     else:
         preds = predict(records, Path(out_dir), **kwargs)
-    metrics, rows = score(task, records, preds)
+    metrics, rows = score(task, records, preds, base=base)
     metrics["truncated_prompts"] = sum(bool(preds[r["id"]].get("truncated")) for r in records)
     metrics["cutoff_len"] = recipe.train.cutoff_len
     metrics.update({"run_dir": str(run_dir), "split": split, "model": model_path, "adapter": adapter,
-                    "mode": mode, "engine": engine, "shards": shards})
+                    "checkpoint": checkpoint, "mode": mode, "engine": engine, "shards": shards})
     write_outputs(out_dir, metrics, rows, task)
     return metrics, out_dir
 

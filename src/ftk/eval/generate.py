@@ -28,6 +28,11 @@ class Loaded:
     template: object
     stop_ids: list[int]
     device: str
+    virtual: object = None  # prompt tuning: the learned virtual-token embeddings [n, hidden], in front
+
+    @property
+    def n_virtual(self) -> int:
+        return 0 if self.virtual is None else int(self.virtual.shape[0])
 
 
 def load(model_path: str, template_name: str, *, adapter: str | None = None,
@@ -44,17 +49,23 @@ def load(model_path: str, template_name: str, *, adapter: str | None = None,
         torch_dtype = getattr(torch, dtype)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype,
                                                  trust_remote_code=trust_remote_code)
+    virtual = None
     if adapter:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter)
+        if model.peft_config["default"].peft_type.value == "PROMPT_TUNING":
+            # Prompt tuning changes no weight: the base model runs with the virtual tokens as a prefix.
+            virtual = model.get_prompt_embedding_to_save("default").detach().to(torch_dtype)
+            model = model.get_base_model()
     model.to(device).eval()
     stop_ids = {tokenizer.eos_token_id}
     for word in getattr(template, "stop_words", []) or []:
         tid = tokenizer.convert_tokens_to_ids(word)
         if isinstance(tid, int) and tid != tokenizer.unk_token_id:
             stop_ids.add(tid)
-    return Loaded(model, tokenizer, template, sorted(i for i in stop_ids if i is not None), device)
+    return Loaded(model, tokenizer, template, sorted(i for i in stop_ids if i is not None), device,
+                  None if virtual is None else virtual.to(device))
 
 
 def common_prefix_len(prompts: Sequence[Sequence[int]]) -> int:
@@ -87,12 +98,19 @@ class Engine:
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else loaded.stop_ids[0]
         self.prompts = prompts
         self.prefix_len = common_prefix_len(prompts) if reuse_prefix else 0
+        # Prompt tuning's virtual tokens come first (positions 0..n-1, as PEFT places them): they
+        # are part of the shared prefix, so `offset` = virtual tokens + shared prompt tokens.
+        self.offset = loaded.n_virtual + self.prefix_len
         self.prefix_kv = None
         self.fallback_rows = 0  # rows whose greedy output left the label drafts
-        if self.prefix_len:
-            ids = torch.tensor([list(prompts[0][: self.prefix_len])], device=self.device)
+        if self.offset:
+            ids = torch.tensor([list(prompts[0][: self.prefix_len])], dtype=torch.long, device=self.device)
             with torch.inference_mode():
-                out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
+                if loaded.virtual is None:
+                    out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
+                else:
+                    embeds = torch.cat([loaded.virtual[None], self.model.get_input_embeddings()(ids)], dim=1)
+                    out = self.model(inputs_embeds=embeds, use_cache=True, logits_to_keep=1)
             self.prefix_kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
 
     # -- building blocks --------------------------------------------------------------------
@@ -108,25 +126,25 @@ class Engine:
     def prefill(self, idx: Sequence[int]):
         """Run the suffixes of prompts[idx]: (last-position logits, cache, mask, next positions)."""
         torch = self.torch
-        P = self.prefix_len
+        P, O = self.prefix_len, self.offset
         suffixes = [self.prompts[i][P:] for i in idx]
         width = max(len(s) for s in suffixes)
         B = len(idx)
         ids = torch.full((B, width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((B, P + width), dtype=torch.long)
-        mask[:, :P] = 1
+        mask = torch.zeros((B, O + width), dtype=torch.long)
+        mask[:, :O] = 1
         pos = torch.zeros((B, width), dtype=torch.long)
         lengths = torch.tensor([len(s) for s in suffixes])
         for row, s in enumerate(suffixes):
             n = len(s)
             ids[row, width - n:] = torch.tensor(s, dtype=torch.long)
-            mask[row, P + width - n:] = 1
-            pos[row, width - n:] = torch.arange(P, P + n)
+            mask[row, O + width - n:] = 1
+            pos[row, width - n:] = torch.arange(O, O + n)
         cache = self._cache(B)
         out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                          position_ids=pos.to(self.device), past_key_values=cache, use_cache=True,
                          logits_to_keep=1)
-        return out.logits[:, -1, :].float(), out.past_key_values, mask.to(self.device), (P + lengths).to(self.device)
+        return out.logits[:, -1, :].float(), out.past_key_values, mask.to(self.device), (O + lengths).to(self.device)
 
     def _with_backoff(self, fn, batch_size: int) -> Iterator:
         """Run fn(batch indices) per batch; on CUDA out-of-memory, halve the batch size and retry."""

@@ -5,15 +5,13 @@ id. Prompts are fitted to cutoff_len exactly as training fitted them (train/prom
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 from pathlib import Path
 
 from ftk.data.task import TaskSpec
 from ftk.errors import FtkError
 from ftk.eval import generate
-from ftk.eval.predictions import PREDICTIONS, gold_of, read_done, write_rows
+from ftk.eval.predictions import PREDICTIONS, PredictionsFile, base_row, read_done, write_rows
 from ftk.train.prompts import Prompter, load_template
 
 
@@ -69,15 +67,10 @@ def predict(records: list[dict], out_dir: Path, *, model_path: str, template: st
 
     if mode == "choice" and not task.is_classification:
         raise FtkError(f"--mode choice needs a closed label set; task {task.name!r} is {task.kind}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / file_name
-    done = read_done(path)
-    todo = [r for r in records if r["id"] not in done]
+    out = PredictionsFile(out_dir / file_name)
+    todo = out.todo(records)
     if not todo:
-        write_rows(path, [done[r["id"]] for r in records])
-        return done
-    if done:
-        write_rows(path, done.values())  # resume: drop a torn last line before appending
+        return out.finish(records)
     loaded = generate.load(model_path, template, adapter=adapter, trust_remote_code=trust_remote_code) \
         if engine == "hf" else None
     if engine == "vllm":
@@ -87,8 +80,9 @@ def predict(records: list[dict], out_dir: Path, *, model_path: str, template: st
         tmpl = load_template(tok, template)
     else:
         tok, tmpl = loaded.tokenizer, loaded.template
-    prompter = Prompter(tok, tmpl, cutoff_len, prompt_template)
-    room = answer_room(task, prompter, room_records or records, cutoff_len)
+    n_virtual = loaded.n_virtual if loaded is not None else 0  # prompt tuning: room for the virtual tokens
+    prompter = Prompter(tok, tmpl, cutoff_len - n_virtual if cutoff_len else None, prompt_template)
+    room = answer_room(task, prompter, room_records or records, prompter.cutoff_len)
     encoded = [prompter.prompt_ids(r, room) for r in todo]
     prompts = [ids for ids, _ in encoded]
     mnt = max_new_tokens or max_new_tokens_for(task, tok, records)
@@ -104,8 +98,8 @@ def predict(records: list[dict], out_dir: Path, *, model_path: str, template: st
         batches = generate.Engine(loaded, prompts).generate(batch_size=batch_size, max_new_tokens=mnt,
                                                             label_ids=drafts)
     rate = generate.Throughput()
-    with open(path, "a", encoding="utf-8") as fh, tqdm(total=len(records), initial=len(done), desc=mode,
-                                                       unit="ex", disable=not progress) as bar:
+    with out, tqdm(total=len(records), initial=len(records) - len(todo), desc=mode, unit="ex",
+                   disable=not progress) as bar:
         for idx, result in batches:
             if mode == "choice":
                 import torch
@@ -113,11 +107,9 @@ def predict(records: list[dict], out_dir: Path, *, model_path: str, template: st
                 probs = torch.softmax(result, dim=-1).tolist()
                 logliks = result.tolist()  # each label's summed token log-likelihood, unrounded
                 best = result.argmax(-1).tolist()
+            rows = []
             for j, i in enumerate(idx):
-                rec = todo[i]
-                row = {"id": rec["id"], "label": gold_of(rec)}
-                if "source_id" in rec:
-                    row["source_id"] = rec["source_id"]
+                row = base_row(todo[i])
                 if mode == "choice":
                     row["predict"] = task.target_for(task.labels[best[j]])
                     row["label_probs"] = {lab: round(p, 6) for lab, p in zip(task.labels, probs[j])}
@@ -126,14 +118,11 @@ def predict(records: list[dict], out_dir: Path, *, model_path: str, template: st
                     row["predict"] = result[j]
                 if encoded[i][1]:
                     row["truncated"] = True  # the input text was cut to fit cutoff_len
-                done[rec["id"]] = row
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+                rows.append(row)
+            out.add(rows)
             bar.update(len(idx))
             bar.set_postfix({"ex/s": f"{rate.add(len(idx)):.1f}"})
-    write_rows(path, [done[r["id"]] for r in records])  # complete: the data's original order
-    return done
+    return out.finish(records)
 
 
 def visible_gpus() -> int:

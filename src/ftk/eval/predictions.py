@@ -8,6 +8,7 @@ Every problem is an `FtkError` naming the file and the line.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from ftk.errors import FtkError
@@ -90,3 +91,45 @@ def write_rows(path: Path, rows) -> None:
     with atomic_open(path) as fh:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def base_row(record: dict) -> dict:
+    """The fields every prediction row starts with: id, gold, and the source's own id if any."""
+    row = {"id": record["id"], "label": gold_of(record)}
+    if "source_id" in record:
+        row["source_id"] = record["source_id"]
+    return row
+
+
+class PredictionsFile:
+    """One evaluation's predictions: appended per batch (flushed, fsync'd), resumed by id after a
+    crash (a torn last line is dropped), rewritten in the data's order when complete."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.done = read_done(self.path)
+        self._fh = None
+
+    def todo(self, records: list[dict]) -> list[dict]:
+        return [r for r in records if r["id"] not in self.done]
+
+    def __enter__(self) -> PredictionsFile:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.done:
+            write_rows(self.path, self.done.values())
+        self._fh = open(self.path, "a", encoding="utf-8")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._fh.close()
+
+    def add(self, rows: list[dict]) -> None:
+        for row in rows:
+            self.done[row["id"]] = row
+            self._fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def finish(self, records: list[dict]) -> dict[str, dict]:
+        write_rows(self.path, [self.done[r["id"]] for r in records])
+        return self.done

@@ -20,12 +20,13 @@ from ftk.eval import shopbench
 from ftk.eval.extract import INVALID, make_extractor
 
 
-def score(task: TaskSpec, records: list[dict], preds: dict[str, dict]) -> tuple[dict, list[dict]]:
+def score(task: TaskSpec, records: list[dict], preds: dict[str, dict], *, base: bool = False) -> tuple[dict, list[dict]]:
+    """Metrics and per-item rows; `base`: the answers of a base model (the task's base extraction)."""
     missing = [r["id"] for r in records if r["id"] not in preds]
     if missing:
         raise FtkError(f"{len(missing)} record(s) have no prediction, first {missing[0]!r}")
     if task.is_classification:
-        metrics, rows = score_classification(task, records, preds)
+        metrics, rows = score_classification(task, records, preds, base=base)
     elif task.kind == "ner":
         metrics, rows = score_ner(task, records, preds)
     elif task.kind == "shopbench":
@@ -34,6 +35,7 @@ def score(task: TaskSpec, records: list[dict], preds: dict[str, dict]) -> tuple[
         raise FtkError(f"task {task.name!r} of kind {task.kind!r} has nothing to score")
     metrics["task"] = task.name
     metrics["kind"] = task.kind
+    metrics["base"] = base
     return metrics, rows
 
 
@@ -45,8 +47,10 @@ def _row(r: dict, text: str, extracted, correct: bool, invalid: bool) -> dict:
     return row
 
 
-def score_classification(task: TaskSpec, records: list[dict], preds: dict[str, dict]) -> tuple[dict, list[dict]]:
-    extract = make_extractor(task.labels, task.extraction.steps, task.extraction.synonyms)
+def score_classification(task: TaskSpec, records: list[dict], preds: dict[str, dict], *,
+                         base: bool = False) -> tuple[dict, list[dict]]:
+    ex = task.extraction_for(base)
+    extract = make_extractor(task.labels, ex.steps, ex.synonyms)
     rows = []
     for r in records:
         text = preds[r["id"]]["predict"]
@@ -65,6 +69,12 @@ def score_ner(task: TaskSpec, records: list[dict], preds: dict[str, dict]) -> tu
     invalid = unaligned = 0
     for r in records:
         text = preds[r["id"]]["predict"]
+        given = preds[r["id"]].get("tags")  # a token-classification head predicts word tags directly
+        if isinstance(given, list) and len(given) == len(r["tokens"]):
+            gold_tags.append(r["tags"])
+            pred_tags.append(given)
+            rows.append(_row(r, text, spans.target_for_tags(r["tokens"], given), given == r["tags"], False))
+            continue
         parsed = spans.parse_entities(text, task.labels)
         if parsed.valid:
             tags, missing = spans.entities_to_tags(r["tokens"], parsed.entities)

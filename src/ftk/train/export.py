@@ -89,6 +89,14 @@ def export(run_dir: str | Path, *, checkpoint: str = "last", out: str | Path | N
     export_dir = Path(out) if out else run_dir / f"export-{checkpoint}"
     if export_dir.exists() and (not export_dir.is_dir() or any(export_dir.iterdir())):
         raise FtkError("export folder exists and is not an empty folder", path=export_dir)
+    if recipe.method.trainer == "ftk":
+        what_done = export_ftk_model(model_dir, weights, recipe.model.name_or_path, export_dir,
+                                     trust_remote_code=recipe.model.trust_remote_code)
+        print(f"[ftk] exported {what}: {what_done}", flush=True)
+        manifest.setdefault("exports", []).append({"checkpoint": checkpoint, "weights": str(weights), "what": what,
+                                                   "export_dir": str(export_dir), "result": what_done})
+        runs.write_manifest(run_dir, manifest)
+        return export_dir
     cfg = run_dir / f"export-{checkpoint}.yaml"
     cfg.write_text(yaml.safe_dump(render_export_args(recipe, weights, export_dir), sort_keys=False))
     argv = ["llamafactory-cli", "export", str(cfg)]
@@ -103,6 +111,44 @@ def export(run_dir: str | Path, *, checkpoint: str = "last", out: str | Path | N
                                                "what": what, "export_dir": str(export_dir), "argv": argv})
     runs.write_manifest(run_dir, manifest)
     return export_dir
+
+
+def export_ftk_model(model_dir: Path, weights: Path, base_model: str, export_dir: Path, *,
+                     trust_remote_code: bool = False) -> str:
+    """A run of ftk's own trainer: LoRA merged into the base model, head included; full weights as
+    they are; prompt tuning's adapter (the base model is unchanged, so there is nothing to merge)."""
+    import json
+    import shutil
+
+    info = json.loads((model_dir / "ftk_method.json").read_text(encoding="utf-8"))
+    staging = export_dir.parent / f".{export_dir.name}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    if info["kind"] == "prompt_tuning":
+        for name in ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"):
+            if (weights / name).is_file():
+                shutil.copy2(weights / name, staging / name)
+        for p in model_dir.glob("*token*"):
+            shutil.copy2(p, staging / p.name)
+        (staging / "ftk_method.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+        result = f"prompt-tuning adapter ({info['num_virtual_tokens']} virtual tokens) for {base_model}"
+    else:
+        from ftk.train.hf.models import load_head
+
+        model, tokenizer, _ = load_head(weights, base_model, trust_remote_code=trust_remote_code, device="cpu",
+                                        info=info, tokenizer_dir=model_dir)
+        lora = hasattr(model, "merge_and_unload")
+        if lora:
+            model = model.merge_and_unload()
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        (staging / "ftk_method.json").write_text(json.dumps(dict(info, finetuning_type="full"), indent=2),
+                                                 encoding="utf-8")
+        result = f"{'LoRA merged into ' + base_model if lora else 'full weights'} with the {info['kind']} head"
+    if export_dir.exists():
+        export_dir.rmdir()  # empty (checked before)
+    staging.rename(export_dir)
+    return result
 
 
 class ExportFailed(RuntimeError):

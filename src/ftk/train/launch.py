@@ -15,8 +15,8 @@ LAUNCHER_MODULE = "llamafactory.launcher"
 
 def build_train_argv(config_path: str, *, nnodes: int = 1, nproc_per_node: int = 1, node_rank: int = 0,
                      master_addr: str = "127.0.0.1", master_port: int = 29500,
-                     force_torchrun: bool = False) -> list[str]:
-    """The training command.
+                     force_torchrun: bool = False, module: str = LAUNCHER_MODULE) -> list[str]:
+    """The training command (LLaMA-Factory's launcher, or `module`: ftk's own trainer).
 
     One process: `python -m llamafactory.launcher CFG` (unless `force_torchrun`: DeepSpeed needs a
     torchrun launch even on one device). Several: torchrun with a static rendezvous; each node runs
@@ -26,7 +26,7 @@ def build_train_argv(config_path: str, *, nnodes: int = 1, nproc_per_node: int =
     ['python', '-m', 'llamafactory.launcher', 'run/llamafactory.yaml']
     """
     if nnodes == 1 and nproc_per_node == 1 and not force_torchrun:
-        return ["python", "-m", LAUNCHER_MODULE, config_path]
+        return ["python", "-m", module, config_path]
     return [
         "torchrun",
         "--nnodes", str(nnodes),
@@ -34,12 +34,13 @@ def build_train_argv(config_path: str, *, nnodes: int = 1, nproc_per_node: int =
         "--nproc-per-node", str(nproc_per_node),
         "--master-addr", master_addr,
         "--master-port", str(master_port),
-        "-m", LAUNCHER_MODULE,
+        "-m", module,
         config_path,
     ]
 
 
-def build_slurm_argv(config_path: str, *, nnodes: int, nproc_per_node: int, rdzv_port: int = 29500) -> list[str]:
+def build_slurm_argv(config_path: str, *, nnodes: int, nproc_per_node: int, rdzv_port: int = 29500,
+                     module: str = LAUNCHER_MODULE) -> list[str]:
     """What each SLURM node runs under srun: torchrun with a c10d rendezvous on the first node.
 
     `$MASTER_ADDR` and `$SLURM_JOB_ID` are expanded by the batch script's shell.
@@ -51,7 +52,7 @@ def build_slurm_argv(config_path: str, *, nnodes: int, nproc_per_node: int, rdzv
         "--rdzv-backend", "c10d",
         "--rdzv-endpoint", f"$MASTER_ADDR:{rdzv_port}",
         "--rdzv-id", "$SLURM_JOB_ID",
-        "-m", LAUNCHER_MODULE,
+        "-m", module,
         config_path,
     ]
 

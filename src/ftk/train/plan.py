@@ -25,10 +25,25 @@ DEEPSPEED_NAME = "deepspeed.json"
 class StagePlan:
     name: str
     recipe: Recipe
-    dir: Path  # where this stage's llamafactory.yaml and model/ live
-    train_args: dict
+    dir: Path  # where this stage's config file and model/ live
+    train_args: dict  # the rendered config: LLaMA-Factory's YAML keys, or ftk's trainer.yaml
     deepspeed: dict | None
     argv: list[str]
+    config_name: str = CONFIG_NAME  # llamafactory.yaml, or trainer.yaml for ftk's own trainer
+
+    @property
+    def trainer(self) -> str:
+        return self.recipe.method.trainer
+
+    @property
+    def args_key(self) -> str:
+        """The manifest key of the rendered config."""
+        return "llamafactory_args" if self.trainer == "llamafactory" else "trainer_args"
+
+    @property
+    def dataset_dir(self) -> str:
+        args = self.train_args
+        return args["dataset_dir"] if self.trainer == "llamafactory" else args["data"]["dataset_dir"]
 
     def yaml_text(self) -> str:
         return yaml.safe_dump(self.train_args, sort_keys=False, allow_unicode=True)
@@ -76,9 +91,6 @@ def plan_stage(name: str, recipe: Recipe, stage_dir: Path, data_manifest: dict |
                resume_from: str | None = None, dataset_dir: str | None = None) -> StagePlan:
     """One stage's plan; `dataset_dir` replaces the prepared folder (a fitted copy, train/prompts.py)."""
     splits = (data_manifest or {}).get("splits", {})
-    prefix = load_task(recipe.task).name
-    train_ds = splits.get("train", {}).get("dataset", f"{prefix}_train")
-    eval_ds = splits.get("validation", {}).get("dataset") if recipe.train.eval_steps and "validation" in splits else None
     d = recipe.distributed
     ds_cfg, ds_path = None, None
     if d.deepspeed:
@@ -86,15 +98,35 @@ def plan_stage(name: str, recipe: Recipe, stage_dir: Path, data_manifest: dict |
         ds_path = str(stage_dir / DEEPSPEED_NAME)
     elif d.deepspeed_config:
         ds_path = d.deepspeed_config
-    args = llamafactory.render_train_args(
-        recipe, dataset_dir=dataset_dir or str(Path(recipe.data.prepared_dir)), train_dataset=train_ds,
-        output_dir=str(stage_dir / "model"), eval_dataset=eval_ds, deepspeed_path=ds_path,
-        resume_from_checkpoint=resume_from)
+    dataset_dir = dataset_dir or str(Path(recipe.data.prepared_dir))
+    with_eval = bool(recipe.train.eval_steps and "validation" in splits)
+    if recipe.method.trainer == "ftk":
+        from ftk.train.hf import config as hf
+
+        prefix = None if splits else load_task(recipe.task).name
+        task = load_task(recipe.task) if data_manifest else None
+        prompt = task.prompt(data_manifest.get("prompt_version")) if task else None
+        args = hf.render_trainer_config(
+            recipe, task_file=str(stage_dir / "task.yaml"), dataset_dir=dataset_dir,
+            train_file=str(Path(dataset_dir) / splits.get("train", {}).get("file", f"{prefix}_train.jsonl")),
+            eval_file=str(Path(dataset_dir) / splits["validation"]["file"]) if with_eval else None,
+            output_dir=str(stage_dir / "model"), prompt_template=prompt,
+            class_weights=hf.class_weights_for(recipe, data_manifest), deepspeed_path=ds_path,
+            resume_from_checkpoint=resume_from)
+        config_name, module = hf.CONFIG_NAME, hf.ENTRY_MODULE
+    else:
+        prefix = None if "train" in splits else load_task(recipe.task).name
+        train_ds = splits["train"]["dataset"] if "train" in splits else f"{prefix}_train"
+        args = llamafactory.render_train_args(
+            recipe, dataset_dir=dataset_dir, train_dataset=train_ds, output_dir=str(stage_dir / "model"),
+            eval_dataset=splits["validation"]["dataset"] if with_eval else None, deepspeed_path=ds_path,
+            resume_from_checkpoint=resume_from)
+        config_name, module = CONFIG_NAME, launch.LAUNCHER_MODULE
     argv = launch.build_train_argv(
-        str(stage_dir / CONFIG_NAME), nnodes=d.nnodes, nproc_per_node=d.nproc_per_node,
+        str(stage_dir / config_name), nnodes=d.nnodes, nproc_per_node=d.nproc_per_node,
         node_rank=topo.node_rank, master_addr=topo.master_addr or d.master_addr,
-        master_port=topo.master_port or d.master_port, force_torchrun=ds_path is not None)
-    return StagePlan(name, recipe, stage_dir, args, ds_cfg, argv)
+        master_port=topo.master_port or d.master_port, force_torchrun=ds_path is not None, module=module)
+    return StagePlan(name, recipe, stage_dir, args, ds_cfg, argv, config_name)
 
 
 def plan(recipe: Recipe, run_dir: Path, topo: Topology | None = None,

@@ -25,7 +25,6 @@ from ftk.recipe import Recipe
 from ftk.train import launch, runs
 from ftk.train.lossplot import plot_loss, read_log
 from ftk.train.plan import (
-    CONFIG_NAME,
     DEEPSPEED_NAME,
     StagePlan,
     Topology,
@@ -75,7 +74,9 @@ def ensure_model(recipe: Recipe) -> None:
 
 def _write_stage_files(p: StagePlan) -> None:
     p.dir.mkdir(parents=True, exist_ok=True)
-    (p.dir / CONFIG_NAME).write_text(p.yaml_text(), encoding="utf-8")
+    (p.dir / p.config_name).write_text(p.yaml_text(), encoding="utf-8")
+    if p.trainer == "ftk":  # ftk's trainer reads the task from the run's own copy
+        runs.keep_task_copy(p.dir, p.recipe.task)
     if p.deepspeed:
         (p.dir / DEEPSPEED_NAME).write_text(json.dumps(p.deepspeed, indent=2), encoding="utf-8")
 
@@ -98,9 +99,9 @@ def _base_manifest(recipe: Recipe, recipe_path, overrides, plans: list[StagePlan
         "recipe_path": str(recipe_path),
         "overrides": overrides or [],
         "recipe": recipe.model_dump(mode="json"),
-        "stages": [{"name": p.name, "dir": str(p.dir), "llamafactory_args": p.train_args, "argv": p.argv,
+        "stages": [{"name": p.name, "dir": str(p.dir), "trainer": p.trainer, p.args_key: p.train_args, "argv": p.argv,
                     "status": "pending"} for p in plans],
-        "llamafactory_args": plans[-1].train_args,
+        plans[-1].args_key: plans[-1].train_args,
         "argv": plans[-1].argv,
         "model_dir": str(plans[-1].dir / "model"),
         "started": _dt.datetime.now().isoformat(timespec="seconds"),
@@ -146,6 +147,9 @@ def _run_stages(plans: list[StagePlan], manifest: dict, run_dir: Path, env: dict
             if not verbose:
                 print_failure(f"stage {p.name}", log, rc)
             raise TrainingFailed(f"training failed with exit code {rc}; log: {log}", rc)
+        method_file = p.dir / "model" / "ftk_method.json"
+        if method_file.is_file():  # ftk's trainer: class weights, trainable parameters
+            st["method"] = json.loads(method_file.read_text(encoding="utf-8"))
         runs.write_manifest(run_dir, manifest)
         print(f"[ftk] stage {p.name} finished in {hms(seconds)}{_loss_summary(trainer_log)}; "
               f"model: {p.dir / 'model'}" + (f"; loss plot: {plot}" if plot else ""), flush=True)
@@ -156,11 +160,13 @@ def _run_stages(plans: list[StagePlan], manifest: dict, run_dir: Path, env: dict
 
 
 def _loss_summary(trainer_log: Path) -> str:
-    rows = [r for r in read_log(trainer_log) if r.get("loss") is not None]
+    log = read_log(trainer_log)
+    rows = [r for r in log if r.get("loss") is not None]
     if not rows:
         return ""
-    evals = [r["eval_loss"] for r in read_log(trainer_log) if r.get("eval_loss") is not None]
-    return (f", {rows[-1]['current_steps']} steps, loss {rows[0]['loss']:.4f} -> {rows[-1]['loss']:.4f}"
+    steps = max(int(r.get("total_steps") or r["current_steps"]) for r in log)
+    evals = [r["eval_loss"] for r in log if r.get("eval_loss") is not None]
+    return (f", {steps} steps, loss {rows[0]['loss']:.4f} -> {rows[-1]['loss']:.4f}"
             + (f", eval_loss {evals[-1]:.4f}" if evals else ""))
 
 
@@ -192,7 +198,10 @@ def train(recipe: Recipe, recipe_path: str | Path, overrides: list[str] | None =
         stage_data[name] = m
     ensure_model(recipe)
     for name, stage in recipe.stage_recipes():
-        dataset_dirs[name], fits[name] = fit_for_training(stage, stage_data[name])
+        if stage.method.trainer == "llamafactory":
+            dataset_dirs[name], fits[name] = fit_for_training(stage, stage_data[name])
+        else:  # ftk's trainer fits prompts (prompt tuning) or truncates inputs (heads) itself
+            dataset_dirs[name], fits[name] = str(Path(stage.data.prepared_dir)), {}
     data_manifest = stage_data[name]  # the last stage's data, the one `ftk eval` uses
     run_dir = runs.new_run_dir(recipe.runs_dir, recipe.name)
     topo = _single_node_port(recipe, topo or Topology())
@@ -251,7 +260,10 @@ def resume(run_dir: str | Path, topo: Topology | None = None, verbose: bool = Fa
     if runs.status_of(manifest) == "running":
         raise FtkError(f"run is still running (pid {manifest.get('pid')} on {manifest.get('host')})", path=run_dir)
     topo = _single_node_port(recipe, topo or Topology())
-    dataset_dirs = {st["name"]: st["llamafactory_args"]["dataset_dir"] for st in manifest["stages"]}
+    dataset_dirs = {p.name: p.dataset_dir for p in plan(recipe, run_dir, topo)}
+    for st in manifest["stages"]:  # the folder the run trained from (a fitted copy, perhaps)
+        args = st.get("llamafactory_args") or st.get("trainer_args", {}).get("data", {})
+        dataset_dirs[st["name"]] = args.get("dataset_dir", dataset_dirs.get(st["name"]))
     plans = plan(recipe, run_dir, topo, dataset_dirs)
     first = next((i for i, st in enumerate(manifest["stages"]) if st.get("status") != "finished"), 0)
     p = plans[first]
@@ -263,7 +275,7 @@ def resume(run_dir: str | Path, topo: Topology | None = None, verbose: bool = Fa
     _write_stage_files(plans[first])
     env = _env_for(recipe, run_dir)
     manifest.setdefault("resumes", []).append({"from": str(ckpt), "at": _dt.datetime.now().isoformat(timespec="seconds")})
-    manifest["stages"][first].update({"llamafactory_args": plans[first].train_args, "argv": plans[first].argv})
+    manifest["stages"][first].update({plans[first].args_key: plans[first].train_args, "argv": plans[first].argv})
     manifest.update({"status": "running", **runs.process_identity()})
     runs.write_manifest(run_dir, manifest)
     print(f"[ftk] resuming {run_dir} from {ckpt}")

@@ -115,17 +115,17 @@ class Screen:
 
     def tick(self) -> None:
         new = self.log.poll()
+        elapsed = time.monotonic() - self.start
         for row in new:
             self.state.update(row)
-        elapsed = time.monotonic() - self.start
+            if self.live is None and self.state.total and "loss" in row:
+                done = self.state.step / self.state.total
+                if done + 1e-9 >= self.next_fraction:
+                    print(status_line(self.stage, self.state, elapsed), file=self.out, flush=True)
+                    while self.next_fraction <= done + 1e-9:
+                        self.next_fraction += 1 / self.lines_in_log
         if self.live is not None:
             self.live.update(self._text(status_line(self.stage, self.state, elapsed)))
-        elif new and self.state.total:
-            done = self.state.step / self.state.total
-            if done + 1e-9 >= self.next_fraction:
-                print(status_line(self.stage, self.state, elapsed), file=self.out, flush=True)
-                while self.next_fraction <= done + 1e-9:
-                    self.next_fraction += 1 / self.lines_in_log
 
     def close(self) -> State:
         self.tick()

@@ -59,8 +59,8 @@ def render_sbatch(recipe, plans, run_dir: Path, *, python: str | None = None, wo
         "export PYTHONWARNINGS=ignore::FutureWarning",
     ]
     for p in plans:
-        argv = launch.build_slurm_argv(str(p.dir / "llamafactory.yaml"), nnodes=d.nnodes,
-                                       nproc_per_node=d.nproc_per_node, rdzv_port=int(d.master_port))
+        argv = launch.build_slurm_argv(str(p.dir / p.config_name), nnodes=d.nnodes, nproc_per_node=d.nproc_per_node,
+                                       rdzv_port=int(d.master_port), module=p.argv[p.argv.index("-m") + 1])
         for a in argv:
             safe(a, "runs_dir")
         lines += ["", f"# stage {safe(p.name, 'stages.name')}", "srun " + launch.shell_quote_expanding(argv)]

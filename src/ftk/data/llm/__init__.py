@@ -1,0 +1,1 @@
+"""Synthetic training data from OpenAI-compatible endpoints (S4): spec, client, items, run."""

@@ -1,0 +1,115 @@
+"""`ftk synth-data SPEC.yaml`: training rows in a task's raw format from OpenAI-compatible endpoints.
+
+Reads top to bottom: check the spec, the task, the seeds, the key variables and each endpoint (before
+anything is written) -> plan the requests (deterministic) -> ask the missing ones (cache.jsonl, fsync'd
+per answer) -> parse, validate and clean every cached answer in request order -> write the raw file,
+rejects.jsonl and manifest.json atomically. The output folder holds: <name>.<ext> (the data: give it
+to `ftk prepare` as a train source, alone or beside real data), rejects.jsonl, cache.jsonl and
+manifest.json. No file holds an API key: only the names of the variables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from pathlib import Path
+
+from ftk.data.llm.client import CACHE, read_cache, run_requests
+from ftk.data.llm.items import clean, parse_answer, render, writable
+from ftk.data.llm.spec import load_spec, plan_requests
+from ftk.errors import FtkError
+from ftk.fileio import atomic_open, sha256_file, write_json
+
+EXT = {"csv": "csv", "tsv": "tsv", "at_lines": "txt", "text": "txt", "jsonl": "jsonl"}
+
+
+def output_name(ld) -> str:
+    return f"{ld.spec.name}.{EXT.get(ld.task.sources[ld.fmt].reader, 'txt')}"
+
+
+def synth_data(spec_path: str | Path, out: str | Path | None = None) -> dict:
+    ld = load_spec(spec_path)
+    requests = plan_requests(ld)
+    out_dir = Path(out) if out else Path("data") / "synthetic" / ld.spec.name
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FtkError("output exists and is not a folder", path=out_dir)
+    asyncio.run(_preflight(ld))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    print(f"[ftk] {len(requests)} requests ({len(read_cache(out_dir / CACHE))} cached) to "
+          f"{', '.join(f'{e.model} at {e.base_url}' for e in ld.spec.endpoints)}; output: {out_dir}", flush=True)
+    seen: dict[int, int] = {}
+
+    def on_answer(row: dict) -> int:  # items that pass validation, for the progress line
+        if row["index"] not in seen:
+            seen[row["index"]] = len(parse_answer(ld, row).kept)
+        return seen[row["index"]]
+
+    failures = asyncio.run(run_requests(ld, requests, out_dir / CACHE, on_answer))
+    return finish(ld, requests, out_dir, failures)
+
+
+async def _preflight(ld) -> None:
+    from ftk.data.llm.client import preflight
+
+    await preflight(ld)
+
+
+def finish(ld, requests: list, out_dir: Path, failures: dict[int, str]) -> dict:
+    """Parse, validate, clean and write everything the cache holds for these requests."""
+    cache = read_cache(out_dir / CACHE)
+    counts, rejects, kept = Counter(), [], []
+    tok_in = tok_out = 0
+    for req in requests:  # request order: the same cache gives the same bytes
+        row = cache.get(req.key)
+        if row is None:
+            continue
+        tok_in += row.get("usage", {}).get("prompt_tokens") or 0
+        tok_out += row.get("usage", {}).get("completion_tokens") or 0
+        items = parse_answer(ld, row)
+        counts.update(items.counts)
+        rejects += items.rejects
+        for ex, raw in items.kept:
+            if writable(ld, raw):
+                kept.append((ex, raw))
+            else:
+                rejects.append({"request": row["index"], "text": str(raw)[:2000], "reason": "unwritable",
+                                "detail": "a line break (or tab) the raw format cannot hold"})
+    parsed = len(kept)
+    kept, cleaning = clean(ld, kept)
+    reasons = Counter(r["reason"] for r in rejects)
+    data_path = out_dir / output_name(ld)
+    with atomic_open(data_path) as fh:
+        fh.write(render(ld, [raw for _, raw in kept]))
+    with atomic_open(out_dir / "rejects.jsonl") as fh:
+        for r in rejects:
+            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+    spec = ld.spec
+    manifest = {
+        "name": spec.name, "task": ld.task.name, "format": ld.fmt, "seed": spec.seed,
+        "spec_file": str(ld.path), "spec": spec.model_dump(mode="json"),
+        "endpoints": [{"base_url": e.base_url, "model": e.model, "weight": e.weight, "api_key_env": e.api_key_env}
+                      for e in spec.endpoints],
+        "requests": {"planned": len(requests), "answered": sum(r.key in cache for r in requests),
+                     "failed": len(failures), "failures": {str(k): v for k, v in sorted(failures.items())[:20]}},
+        "items": {"parsed": counts["items"], "valid": parsed, "kept": len(kept),
+                  "rejected": dict(sorted(reasons.items())), "cleaning": dict(sorted(cleaning.items()))},
+        "label_counts": dict(Counter(ex.label for ex, _ in kept)),
+        "tokens": {"prompt": tok_in, "completion": tok_out},
+        "output": {"file": data_path.name, "sha256": sha256_file(data_path), "rows": len(kept)},
+    }
+    write_json(out_dir / "manifest.json", manifest)
+    return manifest
+
+
+def summary_lines(m: dict, out_dir: Path) -> list[str]:
+    it = m["items"]
+    rej = ", ".join(f"{k} {v}" for k, v in it["rejected"].items()) or "none"
+    cl = ", ".join(f"{k} {v}" for k, v in it["cleaning"].items() if v) or "none"
+    return [
+        f"[ftk] requests {m['requests']['answered']}/{m['requests']['planned']} answered, {m['requests']['failed']} failed "
+        f"after retries; tokens in {m['tokens']['prompt']:,} / out {m['tokens']['completion']:,}",
+        f"[ftk] items {it['parsed']} parsed, {it['valid']} valid, {it['kept']} kept; rejected: {rej}; removed: {cl}",
+        f"[ftk] output: {out_dir / m['output']['file']} ({m['output']['rows']} rows, "
+        f"{', '.join(f'{k} {v}' for k, v in m['label_counts'].items())}); manifest: {out_dir / 'manifest.json'}",
+    ]

@@ -1,0 +1,162 @@
+"""`ftk study report STUDY_DIR` (also at the end of `ftk study run`): one table of every trial,
+the varied values, the headline metric with its bootstrap 95% CI, the invalid rate, the training
+wall time, and paired tests (McNemar on per-item correctness, paired bootstrap on the metric) of
+each trial against the best trial and against the base model, Holm-corrected within each family
+(statsmodels). Written as report.md, report.csv and report.json, with a plot of the metric over
+each varied axis (axis-<key>.png).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from pathlib import Path
+
+from ftk.eval.compare import compare
+from ftk.fileio import atomic_open, write_json, write_text
+from ftk.study.state import load_states
+
+
+def _paired(a: dict, b: dict) -> dict:
+    c = compare(a["eval_dir"], b["eval_dir"])
+    boot = c.get("paired_bootstrap_macro_f1") or c.get("paired_bootstrap_item_score")
+    return {"mcnemar_p": c["mcnemar"]["p_value"], "bootstrap_p": boot["p_value"], "delta": boot["delta"],
+            "what": "macro F1" if "paired_bootstrap_macro_f1" in c else "item score"}
+
+
+def _holm(rows: list[dict], key: str) -> None:
+    from statsmodels.stats.multitest import multipletests
+
+    idx = [i for i, r in enumerate(rows) if r.get(key) is not None]
+    for test in ("mcnemar_p", "bootstrap_p"):
+        pvals = [rows[i][key][test] for i in idx]
+        if pvals:
+            adjusted = multipletests(pvals, method="holm")[1]
+            for i, p in zip(idx, adjusted):
+                rows[i][key][test + "_holm"] = float(p)
+
+
+def study_report(sdir: str | Path) -> dict:
+    sdir = Path(sdir)
+    states = load_states(sdir)
+    rows = []
+    for s in states:
+        m = json.loads(Path(s["eval_dir"], "metrics.json").read_text(encoding="utf-8"))
+        run = json.loads(Path(s["run_dir"], "manifest.json").read_text(encoding="utf-8"))
+        head = m["headline"]
+        lo, hi = m.get("ci95", {}).get(head, [None, None])
+        rows.append({"trial": s["id"], "base": bool(s.get("base")), "varied": s["varied"], "headline": head,
+                     "value": m[head], "ci95": [lo, hi], "invalid_rate": m.get("invalid_rate"), "n": m.get("n"),
+                     "train_seconds": run.get("train_seconds"), "run_dir": s["run_dir"], "eval_dir": s["eval_dir"]})
+    trials = [r for r in rows if not r["base"]]
+    base = next((r for r in rows if r["base"]), None)
+    best = max(trials, key=lambda r: r["value"]) if trials else None
+    for r in rows:
+        r["vs_best"] = _paired(best, r) if best and r is not best and not r["base"] else None
+        r["vs_base"] = _paired(base, r) if base and not r["base"] else None
+    _holm(rows, "vs_best")
+    _holm(rows, "vs_base")
+    axes = sorted({k for r in trials for k in r["varied"]})
+    report = {"study": sdir.name, "study_dir": str(sdir), "headline": rows[0]["headline"], "rows": rows,
+              "best": best["trial"] if best else None, "axes": axes}
+    write_json(sdir / "report.json", report)
+    write_text(sdir / "report.csv", _csv(report))
+    write_text(sdir / "report.md", report_markdown(report))
+    report["plots"] = [str(p) for p in plot_axes(report, sdir)]
+    write_json(sdir / "report.json", report)
+    return report
+
+
+def _fmt(x, spec=".4f") -> str:
+    return "" if x is None else format(x, spec)
+
+
+def _varied(r: dict) -> str:
+    return "base model" if r["base"] else ", ".join(f"{k}={v}" for k, v in r["varied"].items())
+
+
+def _test(t: dict | None) -> str:
+    if not t:
+        return ""
+    return f"{t['delta']:+.4f} (McNemar p={t['mcnemar_p_holm']:.3g}, bootstrap p={t['bootstrap_p_holm']:.3g})"
+
+
+def report_markdown(rep: dict) -> str:
+    head = rep["headline"]
+    lines = [f"# Study {rep['study']}: {head}", "",
+             "p-values are Holm-corrected within each column's family; delta = the trial minus the best "
+             "trial (or the base model), on the paired items.", "",
+             f"| trial | varied | {head} | 95% CI | invalid | train s | vs best | vs base |",
+             "|---|---|---:|---|---:|---:|---|---|"]
+    for r in rep["rows"]:
+        mark = " **(best)**" if r["trial"] == rep["best"] else ""
+        ci = f"[{_fmt(r['ci95'][0])}, {_fmt(r['ci95'][1])}]"
+        lines.append(f"| {r['trial']}{mark} | {_varied(r)} | {_fmt(r['value'])} | {ci} | "
+                     f"{_fmt(r['invalid_rate'], '.2%')} | {_fmt(r['train_seconds'], '.0f')} | {_test(r['vs_best'])} | "
+                     f"{_test(r['vs_base'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def _csv(rep: dict) -> str:
+    buf = io.StringIO()
+    cols = ["trial", "base", *rep["axes"], rep["headline"], "ci95_low", "ci95_high", "invalid_rate",
+            "train_seconds", "vs_best_delta", "vs_best_mcnemar_p_holm", "vs_best_bootstrap_p_holm",
+            "vs_base_delta", "vs_base_mcnemar_p_holm", "vs_base_bootstrap_p_holm", "run_dir"]
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for r in rep["rows"]:
+        t1, t2 = r["vs_best"] or {}, r["vs_base"] or {}
+        w.writerow([r["trial"], r["base"], *(r["varied"].get(a, "") for a in rep["axes"]), r["value"],
+                    r["ci95"][0], r["ci95"][1], r["invalid_rate"], r["train_seconds"], t1.get("delta"),
+                    t1.get("mcnemar_p_holm"), t1.get("bootstrap_p_holm"), t2.get("delta"), t2.get("mcnemar_p_holm"),
+                    t2.get("bootstrap_p_holm"), r["run_dir"]])
+    return buf.getvalue()
+
+
+def plot_axes(rep: dict, sdir: Path) -> list[Path]:
+    """One PNG per varied key: the metric (with its CI) at each value, the base model as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    head = rep["headline"]
+    trials = [r for r in rep["rows"] if not r["base"]]
+    base = next((r for r in rep["rows"] if r["base"]), None)
+    paths = []
+    for axis in rep["axes"] or ([None] if base else []):
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        pts = [(r["varied"].get(axis), r) for r in trials if axis is None or axis in r["varied"]]
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v, _ in pts) and pts
+        xs = [v if numeric else str(v) for v, _ in pts]
+        ys = [r["value"] for _, r in pts]
+        err = [[r["value"] - r["ci95"][0] for _, r in pts], [r["ci95"][1] - r["value"] for _, r in pts]]
+        ax.errorbar(xs, ys, yerr=err, fmt="o", capsize=4, color="tab:blue", label="trials (95% CI)")
+        if numeric and len(set(xs)) > 1 and max(xs) / max(min(xs), 1e-300) > 20 and min(xs) > 0:
+            ax.set_xscale("log")
+        if base is not None:
+            ax.axhline(base["value"], color="tab:gray", linestyle="--", label=f"base model {base['value']:.3f}")
+        ax.set_xlabel(axis or "trial")
+        ax.set_ylabel(head)
+        ax.set_title(f"{rep['study']}: {head} by {axis}" if axis else f"{rep['study']}: {head}", fontsize=10)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = sdir / f"axis-{re.sub(r'[^A-Za-z0-9._-]+', '_', axis or 'trials')}.png"
+        with atomic_open(path, "wb") as fh:
+            fig.savefig(fh, format="png", dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def print_report(rep: dict) -> None:
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    Console().print(Markdown(report_markdown(rep)))
+    for p in rep.get("plots", []):
+        print(f"plot: {p}")
+    print(f"report: {Path(rep['study_dir']) / 'report.md'} (.csv, .json)")

@@ -1,0 +1,152 @@
+"""`ftk study run STUDY.yaml`: every trial is a normal `ftk train` + `ftk eval` run in the study
+folder; a finished trial leaves `trials/<id>.json`, so a re-run skips it and an interrupted study
+resumes with the missing trials only (same seeds -> the same table). `--dry-run` lists the trials,
+`--slurm` submits them as one SLURM job array (one trial per array task), `strategy: optuna`
+searches with Optuna (its storage in the study folder), and the report is written at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ftk.data.prepare import recipe_fingerprint
+from ftk.errors import FtkError
+from ftk.fileio import write_json
+from ftk.recipe import load_recipe
+from ftk.study.spec import StudySpec, as_overrides, load_study, trial_id, trial_overrides
+from ftk.study.state import is_done, state_path
+
+
+@dataclass
+class Trial:
+    id: str
+    varied: dict[str, Any]
+    overrides: list[str] = field(default_factory=list)  # the study's, the trial's, and the folders'
+    base: bool = False
+
+
+def study_dir(spec: StudySpec, out: str | Path | None = None) -> Path:
+    return Path(out) if out else Path("runs") / f"study-{spec.name}"
+
+
+def _trial(spec: StudySpec, recipe_path: Path, sdir: Path, tid: str, varied: dict, base: bool = False) -> Trial:
+    overrides = list(spec.overrides) + as_overrides(varied)
+    r = load_recipe(recipe_path, overrides)
+    # Trials that prepare the same data share it; trials that change data keys get their own folder.
+    folders = [f"runs_dir={sdir / 'runs'}", f"name={spec.name}-{tid}",
+               f"data.prepared_dir={sdir / 'prepared' / recipe_fingerprint(r.stage_recipes()[-1][1])}"]
+    if r.stages:  # a chain keeps each stage's own prepared folder
+        folders = folders[:2]
+    return Trial(tid, varied, overrides + folders, base)
+
+
+def plan_trials(spec: StudySpec, recipe_path: Path, sdir: Path) -> list[Trial]:
+    """The base row (when asked) and the grid trials, in a fixed order."""
+    trials = [_trial(spec, recipe_path, sdir, "base", {}, base=True)] if spec.base else []
+    if spec.strategy == "grid":
+        trials += [_trial(spec, recipe_path, sdir, trial_id(i, v), v) for i, v in enumerate(trial_overrides(spec))]
+    return trials
+
+
+def run_trial(trial: Trial, spec: StudySpec, recipe_path: Path, sdir: Path) -> dict:
+    """Train (or, for the base row, make the base folder) and evaluate; record the trial as done."""
+    from ftk.eval.base import make_base_run
+    from ftk.eval.evaluate import evaluate_run
+    from ftk.train.run import train
+    from ftk.validate import check_for_training
+
+    recipe = check_for_training(recipe_path, trial.overrides)
+    if recipe.tracking.report_to == "wandb":
+        os.environ["WANDB_RUN_GROUP"] = spec.name  # the trials of a study are one W&B group
+    what = ", ".join(as_overrides(trial.varied)) or "the base model"
+    print(f"[study] trial {trial.id}: {what}", flush=True)
+    if trial.base:
+        run_dir = make_base_run(recipe, recipe_path, trial.overrides, runs_dir=sdir / "runs")
+    else:
+        run_dir = train(recipe, recipe_path, trial.overrides)
+    metrics, eval_dir = evaluate_run(run_dir, split=spec.eval.split, mode=spec.eval.mode, limit=spec.eval.limit)
+    head = metrics["headline"]
+    state = {"id": trial.id, "varied": trial.varied, "overrides": trial.overrides, "base": trial.base,
+             "run_dir": str(run_dir), "eval_dir": str(eval_dir), "headline": head, "value": metrics[head]}
+    write_json(state_path(sdir, trial.id), state)
+    print(f"[study] trial {trial.id} done: {head} {metrics[head]:.4f}", flush=True)
+    return state
+
+
+def run_study(path: str | Path, *, out: str | Path | None = None, dry_run: bool = False, slurm: bool = False,
+              only: int | None = None) -> Path:
+    spec, recipe_path = load_study(path)
+    sdir = study_dir(spec, out)
+    trials = plan_trials(spec, recipe_path, sdir)
+    if dry_run:
+        print(dry_run_table(spec, trials, sdir), end="")
+        return sdir
+    sdir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, sdir / "study.yaml")
+    if slurm:
+        from ftk.study.slurm import submit_array
+
+        submit_array(spec, path, recipe_path, trials, sdir)
+        return sdir
+    if only is not None:  # one array task of a SLURM study
+        if not 0 <= only < len(trials):
+            raise FtkError(f"--trial {only}: the study has trials 0..{len(trials) - 1}")
+        if not is_done(sdir, trials[only].id):
+            run_trial(trials[only], spec, recipe_path, sdir)
+        return sdir
+    todo = [t for t in trials if not is_done(sdir, t.id)]
+    if len(todo) < len(trials):
+        print(f"[study] {len(trials) - len(todo)} of {len(trials)} trial(s) already done; running the rest", flush=True)
+    for t in todo:
+        run_trial(t, spec, recipe_path, sdir)
+    if spec.strategy == "optuna":
+        run_optuna(spec, recipe_path, sdir)
+    from ftk.study.report import print_report, study_report
+
+    print_report(study_report(sdir))
+    return sdir
+
+
+def run_optuna(spec: StudySpec, recipe_path: Path, sdir: Path) -> None:
+    """Optuna's own search (TPE, seeded), its storage in the study folder: an interrupted search
+    continues where it stopped; each Optuna trial is a normal ftk trial."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    o = spec.optuna
+    study = optuna.create_study(study_name=spec.name, storage=f"sqlite:///{(sdir / 'optuna.db').resolve()}",
+                                load_if_exists=True, direction=o.direction,
+                                sampler=optuna.samplers.TPESampler(seed=o.seed))
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)  # killed mid-trial: tried again
+    complete = lambda: len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))  # noqa: E731
+    while complete() < o.trials:
+        ot = study.ask()
+        varied = {}
+        for key, p in o.params.items():
+            if p.choices is not None:
+                varied[key] = ot.suggest_categorical(key, p.choices)
+            elif p.integer:
+                varied[key] = ot.suggest_int(key, int(p.low), int(p.high), log=p.log, step=int(p.step or 1))
+            else:
+                varied[key] = ot.suggest_float(key, p.low, p.high, log=p.log, step=p.step)
+        trial = _trial(spec, recipe_path, sdir, f"o{ot.number:03d}", varied)
+        state = run_trial(trial, spec, recipe_path, sdir)
+        study.tell(ot.number, state["value"])
+
+
+def dry_run_table(spec: StudySpec, trials: list[Trial], sdir: Path) -> str:
+    lines = [f"study {spec.name}: {len(trials)} trial(s) in {sdir}" +
+             (f", then {spec.optuna.trials} Optuna trial(s) over {', '.join(spec.optuna.params)}"
+              if spec.strategy == "optuna" else ""), ""]
+    for i, t in enumerate(trials):
+        what = "base model (no training)" if t.base else " ".join(as_overrides(t.varied))
+        lines.append(f"{i:3d}  {t.id:12}  {what}{'  (done)' if is_done(sdir, t.id) else ''}")
+    common = " ".join(spec.overrides)
+    if common:
+        lines += ["", f"every trial: {common}"]
+    return "\n".join(lines) + "\n"

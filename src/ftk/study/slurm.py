@@ -1,0 +1,73 @@
+"""`ftk study run STUDY.yaml --slurm`: the trials as one SLURM job array, one trial per array task
+(`ftk study run STUDY.yaml --out DIR --trial $SLURM_ARRAY_TASK_ID`); each task writes its trial's
+state file, and `ftk study report DIR` builds the table once the array is done. Every value in the
+script is checked and quoted (train/slurm.py's `safe`)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from ftk.errors import FtkError
+from ftk.recipe import load_recipe
+from ftk.train.launch import shell_quote_expanding
+from ftk.train.slurm import safe
+
+SCRIPT = "study.sbatch"
+
+
+def render_array(spec, study_file: Path, recipe_path: Path, trials: list, sdir: Path, *,
+                 python: str | None = None, workdir: str | None = None) -> str:
+    r = load_recipe(recipe_path, spec.overrides)
+    d, s = r.distributed, r.distributed.slurm
+    if d.nnodes != 1:
+        raise FtkError("a study's trials run one node each (`distributed.nnodes` 1) in a SLURM job array",
+                       path=recipe_path, where="distributed.nnodes")
+    lines = [
+        "#!/bin/bash",
+        f"#SBATCH --job-name={safe(spec.name, 'name')}",
+        f"#SBATCH --array=0-{len(trials) - 1}",
+        "#SBATCH --nodes=1",
+        "#SBATCH --ntasks-per-node=1",
+        f"#SBATCH --gpus-per-node={int(d.nproc_per_node)}",
+        f"#SBATCH --cpus-per-task={int(s.cpus_per_task)}",
+        f"#SBATCH --output={safe(f'{sdir}/slurm-%A_%a.out', 'out')}",
+    ]
+    for key, value in (("partition", s.partition), ("account", s.account), ("time", s.time)):
+        if value:
+            lines.append(f"#SBATCH --{key}={safe(value, f'distributed.slurm.{key}')}")
+    lines += [f"#SBATCH {safe(opt, 'distributed.slurm.extra_sbatch')}" for opt in s.extra_sbatch]
+    bindir = str(Path(python or sys.executable).parent)
+    argv = ["ftk", "study", "run", str(study_file), "--out", str(sdir), "--trial", "$SLURM_ARRAY_TASK_ID"]
+    for a in argv[:-1]:
+        safe(a, "study path")
+    lines += [
+        "",
+        "set -euo pipefail",
+        f"cd {safe(workdir or str(Path.cwd()), 'working directory')}",
+        f"export PATH={safe(bindir, 'python')}:$PATH",
+        "export PYTHONWARNINGS=ignore::FutureWarning",
+        f"export WANDB_RUN_GROUP={safe(spec.name, 'name')}",
+        "",
+        "# one trial per array task: " + ", ".join(f"{i}={t.id}" for i, t in enumerate(trials)),
+        shell_quote_expanding(argv),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def submit_array(spec, study_file: Path, recipe_path: Path, trials: list, sdir: Path) -> Path:
+    script = sdir / SCRIPT
+    script.write_text(render_array(spec, Path(study_file), recipe_path, trials, sdir), encoding="utf-8")
+    script.chmod(0o755)
+    sbatch = shutil.which("sbatch")
+    if sbatch is None:
+        print(f"[study] {len(trials)} trials as a job array: {script}; sbatch not found; submit on the cluster "
+              f"with: sbatch {script}, then: ftk study report {sdir}")
+        return script
+    proc = subprocess.run([sbatch, str(script)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise FtkError(f"sbatch failed: {proc.stderr.strip()}", path=script)
+    print(f"{proc.stdout.strip()}; when the array is done: ftk study report {sdir}")
+    return script

@@ -1,0 +1,162 @@
+"""A study file: a base recipe and the axes to vary over any of its keys.
+
+```yaml
+name: agnews_lr                      # the study folder: runs/study-<name>/ (or --out)
+recipe: ../configs/agnews_tiny_cpu.yaml   # relative to this file
+overrides: [train.max_steps=60]      # every trial (and the base row)
+base: true                           # a row for the recipe's model before training
+grid:                                # cartesian product
+  train.learning_rate: [1.0e-3, 5.0e-4, 2.0e-4]
+paired:                              # each group's lists move together (zip), groups multiply
+  - {train.num_train_epochs: [1, 5], train.save_steps: [50, 250]}
+strategy: grid                       # or optuna: a search, its storage in the study folder
+optuna: {trials: 8, direction: maximize, seed: 0,
+         params: {train.learning_rate: {low: 1.0e-5, high: 1.0e-3, log: true}}}
+eval: {mode: generate, split: test}
+```
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ftk.errors import FtkError, format_validation_error
+from ftk.recipe import RUN_NAME, load_recipe
+from ftk.yamlio import read_yaml
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OptunaParam(_Strict):
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    integer: bool = False
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _range_or_choices(self) -> OptunaParam:
+        if self.choices is None and (self.low is None or self.high is None or self.low >= self.high):
+            raise ValueError("give low < high, or choices")
+        if self.log and self.low is not None and self.low <= 0:
+            raise ValueError("log needs low > 0")
+        return self
+
+
+class OptunaSpec(_Strict):
+    trials: int = Field(ge=1)
+    direction: Literal["maximize", "minimize"] = "maximize"
+    seed: int = Field(0, ge=0)
+    params: dict[str, OptunaParam] = Field(min_length=1)
+
+
+class EvalSpec(_Strict):
+    split: Literal["train", "validation", "test"] = "test"
+    mode: Literal["generate", "choice"] | None = None
+    limit: int | None = Field(None, ge=1)
+
+
+class StudySpec(_Strict):
+    name: str
+    recipe: str = Field(description="the base recipe, relative to the study file")
+    description: str = ""
+    overrides: list[str] = Field(default_factory=list, description="key=value for every trial and the base row")
+    base: bool = Field(False, description="add the recipe's model before training as a row")
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    paired: list[dict[str, list[Any]]] = Field(default_factory=list)
+    strategy: Literal["grid", "optuna"] = "grid"
+    optuna: OptunaSpec | None = None
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not RUN_NAME.fullmatch(v):
+            raise ValueError(f"{v!r} is not a valid study name (expected {RUN_NAME.pattern})")
+        return v
+
+    @model_validator(mode="after")
+    def _axes(self) -> StudySpec:
+        for i, group in enumerate(self.paired):
+            lengths = {len(v) for v in group.values()}
+            if len(lengths) != 1:
+                raise ValueError(f"paired.{i}: the lists of a group must have one length, got {sorted(lengths)}")
+        for key, values in self.grid.items():
+            if not values:
+                raise ValueError(f"grid.{key}: give at least one value")
+        if self.strategy == "optuna" and self.optuna is None:
+            raise ValueError("strategy optuna needs an `optuna` section (trials, params)")
+        if self.strategy == "grid" and self.optuna is not None:
+            raise ValueError("`optuna` is set but strategy is grid")
+        if self.strategy == "grid" and not (self.grid or self.paired or self.base):
+            raise ValueError("nothing to vary: give grid, paired or base: true")
+        return self
+
+
+def _value(v: Any) -> str:
+    """A value as an override writes it (YAML)."""
+    return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def trial_overrides(spec: StudySpec) -> list[dict[str, Any]]:
+    """Every grid trial's varied keys and values: the grid's product times the paired groups' product;
+    with no axes, one trial: the recipe as it is (base vs fine-tuned)."""
+    axes: list[list[dict[str, Any]]] = []
+    if spec.grid:
+        keys = list(spec.grid)
+        axes.append([dict(zip(keys, combo)) for combo in itertools.product(*(spec.grid[k] for k in keys))])
+    for group in spec.paired:
+        keys = list(group)
+        axes.append([dict(zip(keys, vals)) for vals in zip(*(group[k] for k in keys))])
+    trials = []
+    for combo in itertools.product(*axes):  # no axes: one empty combination
+        merged: dict[str, Any] = {}
+        for part in combo:
+            merged.update(part)
+        trials.append(merged)
+    return trials
+
+
+def trial_id(index: int, varied: dict[str, Any]) -> str:
+    digest = hashlib.sha256(json.dumps(varied, sort_keys=True, default=str).encode()).hexdigest()[:6]
+    return f"t{index:02d}-{digest}"
+
+
+def as_overrides(varied: dict[str, Any]) -> list[str]:
+    return [f"{k}={_value(v)}" for k, v in varied.items()]
+
+
+def load_study(path: str | Path) -> tuple[StudySpec, Path]:
+    """The study and its base recipe's path; the recipe and every trial's overrides are checked
+    (schema) now, so a typo fails before anything trains."""
+    path = Path(path)
+    raw = read_yaml(path, "study file")
+    if not isinstance(raw, dict):
+        raise FtkError("a study file must be a YAML mapping of keys", path=path)
+    try:
+        spec = StudySpec.model_validate(raw)
+    except ValidationError as exc:
+        raise FtkError(format_validation_error(exc), path=path) from None
+    recipe_path = Path(spec.recipe) if Path(spec.recipe).is_absolute() else path.parent / spec.recipe
+    if not recipe_path.is_file():
+        raise FtkError(f"{spec.recipe} not found (expected a recipe path relative to this file)", path=path,
+                       where="recipe")
+    axes = trial_overrides(spec) if spec.strategy == "grid" else [
+        {k: (p.choices[0] if p.choices else p.low) for k, p in spec.optuna.params.items()}]
+    for varied in axes or [{}]:
+        try:
+            load_recipe(recipe_path, spec.overrides + as_overrides(varied))
+        except FtkError as exc:
+            raise FtkError(f"a trial's recipe does not validate ({', '.join(as_overrides(varied)) or 'base'}): "
+                           f"{exc}", path=path) from None
+    return spec, recipe_path

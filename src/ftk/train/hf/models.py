@@ -1,0 +1,129 @@
+"""Models for ftk's own trainer: a classification head on a causal LM's backbone, or a causal LM
+with PEFT prompt tuning; LoRA (SEQ_CLS / TOKEN_CLS, head trained and saved with the adapter) or
+full fine-tuning; the class-weighted cross-entropy S2 used."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from transformers import Trainer
+
+from ftk.train.hf.tokens import IGNORE, tag_set
+
+
+def balanced_class_weights(counts: Sequence[int]) -> list[float]:
+    """scikit-learn's compute_class_weight("balanced") for label counts (n / (k * count_c))."""
+    import numpy as np
+    from sklearn.utils.class_weight import compute_class_weight
+
+    y = np.repeat(np.arange(len(counts)), counts)
+    return [float(w) for w in compute_class_weight("balanced", classes=np.arange(len(counts)), y=y)]
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False):
+    """The model's tokenizer; a model without a pad token pads with end-of-sequence (as S2 did)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def head_labels(method: dict, task_labels: Sequence[str]) -> list[str]:
+    return tag_set(task_labels) if method["kind"] == "token_classification" else list(task_labels)
+
+
+def build_model(method: dict, model_path: str, tokenizer, labels: Sequence[str], *, trust_remote_code: bool = False,
+                dtype=None):
+    """The model to train, PEFT-wrapped for LoRA and prompt tuning."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    kind = method["kind"]
+    common = dict(trust_remote_code=trust_remote_code, dtype=dtype or torch.float32)
+    if kind == "prompt_tuning":
+        model = AutoModelForCausalLM.from_pretrained(model_path, **common)
+    else:
+        auto = AutoModelForSequenceClassification if kind == "sequence_classification" else AutoModelForTokenClassification
+        model = auto.from_pretrained(model_path, num_labels=len(labels), id2label=dict(enumerate(labels)),
+                                     label2id={lab: i for i, lab in enumerate(labels)}, **common)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return wrap_peft(model, method, model_path)
+
+
+def wrap_peft(model, method: dict, model_path: str):
+    from peft import LoraConfig, PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
+
+    ft = method["finetuning_type"]
+    if ft == "full":
+        return model
+    if ft == "prompt_tuning":
+        text = method.get("prompt_tuning_init_text")
+        cfg = PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=method["num_virtual_tokens"],
+                                 prompt_tuning_init=PromptTuningInit.TEXT if method["prompt_tuning_init"] == "text"
+                                 else PromptTuningInit.RANDOM,
+                                 prompt_tuning_init_text=text if method["prompt_tuning_init"] == "text" else None,
+                                 tokenizer_name_or_path=model_path if method["prompt_tuning_init"] == "text" else None)
+        return get_peft_model(model, cfg)
+    task_type = TaskType.SEQ_CLS if method["kind"] == "sequence_classification" else TaskType.TOKEN_CLS
+    target = method["lora_target"]
+    cfg = LoraConfig(task_type=task_type, r=method["lora_rank"], lora_alpha=method["lora_alpha"],
+                     lora_dropout=method["lora_dropout"], bias=method["lora_bias"],
+                     target_modules="all-linear" if target == "all" else [t.strip() for t in target.split(",")])
+    return get_peft_model(model, cfg)  # SEQ_CLS / TOKEN_CLS add the head to modules_to_save
+
+
+def load_head(model_dir: Path, base_model: str, *, trust_remote_code: bool = False, device: str | None = None,
+              info: dict | None = None, tokenizer_dir: Path | None = None):
+    """(model, tokenizer, info) of a trained head: full weights, or the base model + LoRA adapter (head
+    included through modules_to_save). A checkpoint folder takes `info` from the final model."""
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    from ftk.errors import FtkError
+
+    info_path = Path(model_dir) / "ftk_method.json"
+    if info is None and not info_path.is_file():
+        raise FtkError("no ftk_method.json: not a model trained by ftk's head trainer", path=model_dir)
+    info = info or json.loads(info_path.read_text(encoding="utf-8"))
+    labels = info["labels"]
+    auto = AutoModelForSequenceClassification if info["kind"] == "sequence_classification" \
+        else AutoModelForTokenClassification
+    tokenizer = load_tokenizer(str(tokenizer_dir or model_dir), trust_remote_code)
+    kwargs = dict(num_labels=len(labels), id2label=dict(enumerate(labels)),
+                  label2id={lab: i for i, lab in enumerate(labels)}, trust_remote_code=trust_remote_code,
+                  dtype=torch.float32)
+    if (Path(model_dir) / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(auto.from_pretrained(base_model, **kwargs), str(model_dir))
+    else:
+        model = auto.from_pretrained(str(model_dir), **kwargs)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(device).eval(), tokenizer, info
+
+
+class WeightedLossTrainer(Trainer):
+    """Cross-entropy with class weights for a classification head (labels -100 are ignored)."""
+
+    def __init__(self, *args, class_weights: Sequence[float] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.class_weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.class_weights is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        logits = outputs.logits
+        loss = weighted_cross_entropy(logits, labels, self.class_weights)
+        return (loss, outputs) if return_outputs else loss
+
+
+def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    k = logits.shape[-1]
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, k).float(), labels.reshape(-1),
+                                             weight=weights.to(logits.device), ignore_index=IGNORE)

@@ -1,0 +1,106 @@
+"""Study files: trial expansion, dry run, the SLURM job array, and every shipped study validates."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+from ftk.errors import FtkError
+from ftk.study.run import plan_trials
+from ftk.study.slurm import render_array
+from ftk.study.spec import StudySpec, as_overrides, load_study, trial_overrides
+
+STUDIES = sorted((REPO / "studies").glob("*.yaml"))
+
+
+def spec(**kw) -> StudySpec:
+    return StudySpec.model_validate({"name": "s", "recipe": "r.yaml", **kw})
+
+
+def test_grid_times_paired_groups():
+    s = spec(grid={"train.learning_rate": [1e-3, 1e-4], "train.seed": [1, 2]},
+             paired=[{"model.name_or_path": ["a/b", "c/d"], "model.template": ["llama3", "qwen"]}])
+    trials = trial_overrides(s)
+    assert len(trials) == 2 * 2 * 2
+    assert trials[0] == {"train.learning_rate": 1e-3, "train.seed": 1, "model.name_or_path": "a/b",
+                         "model.template": "llama3"}
+    assert {(t["model.name_or_path"], t["model.template"]) for t in trials} == {("a/b", "llama3"), ("c/d", "qwen")}
+    assert as_overrides({"train.learning_rate": 1e-3, "data.prompt_version": "v2", "x": [1, 2]}) == [
+        "train.learning_rate=0.001", "data.prompt_version=v2", "x=[1, 2]"]
+
+
+def test_no_axes_is_the_recipe_itself_and_bad_specs_are_refused():
+    assert trial_overrides(spec(base=True)) == [{}]
+    for bad, msg in (({}, "nothing to vary"), ({"paired": [{"a": [1, 2], "b": [1]}]}, "one length"),
+                     ({"strategy": "optuna"}, "needs an `optuna` section"), ({"name": "a b", "base": True}, "valid study name")):
+        with pytest.raises(ValueError, match=msg):
+            spec(**bad)
+
+
+def test_a_typo_in_an_axis_fails_before_anything_runs(tmp_path):
+    f = tmp_path / "study.yaml"
+    f.write_text(yaml.safe_dump({"name": "x", "recipe": str(REPO / "configs" / "agnews_tiny_cpu.yaml"),
+                                 "grid": {"train.learnig_rate": [1e-3]}}))
+    with pytest.raises(FtkError, match=r"study.yaml: a trial's recipe does not validate.*`train.learnig_rate`: unknown key"):
+        load_study(f)
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.name)
+def test_every_shipped_study_validates(path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    s, recipe = load_study(path)
+    assert s.name == path.stem and recipe.is_file()
+    if path.stem.endswith("_tiny"):
+        assert (REPO / "studies" / f"{path.stem[:-5]}.yaml").is_file(), "a twin without its original"
+    else:
+        assert (REPO / "studies" / f"{path.stem}_tiny.yaml").is_file(), "every study has a CPU twin"
+
+
+def test_dry_run_lists_trials_and_writes_nothing(tmp_path):
+    from ftk.study.run import run_study
+
+    out = tmp_path / "study"
+    run_study(REPO / "studies" / "s0_agnews_lr_tiny.yaml", out=out, dry_run=True)
+    assert not out.exists()
+
+
+def test_slurm_job_array_script_for_a_four_trial_study(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    study = REPO / "studies" / "s0_agnews_lr.yaml"
+    s, recipe = load_study(study)
+    sdir = Path("/scratch/me/study-s0_agnews_lr")
+    trials = plan_trials(s, recipe, sdir)
+    assert len(trials) == 4
+    text = render_array(s, study, recipe, trials, sdir, python="/opt/venv/bin/python", workdir="/home/me/ftk")
+    ids = ", ".join(f"{i}={t.id}" for i, t in enumerate(trials))
+    assert text == f"""#!/bin/bash
+#SBATCH --job-name=s0_agnews_lr
+#SBATCH --array=0-3
+#SBATCH --nodes=1
+#SBATCH --ntasks-per-node=1
+#SBATCH --gpus-per-node=8
+#SBATCH --cpus-per-task=16
+#SBATCH --output=/scratch/me/study-s0_agnews_lr/slurm-%A_%a.out
+
+set -euo pipefail
+cd /home/me/ftk
+export PATH=/opt/venv/bin:$PATH
+export PYTHONWARNINGS=ignore::FutureWarning
+export WANDB_RUN_GROUP=s0_agnews_lr
+
+# one trial per array task: {ids}
+ftk study run {study} --out /scratch/me/study-s0_agnews_lr --trial "$SLURM_ARRAY_TASK_ID"
+"""
+    assert [t.id for t in trials] == [t.id for t in plan_trials(s, recipe, sdir)]  # stable ids
+
+
+def test_slurm_study_writes_the_script_without_sbatch(tmp_path, monkeypatch):
+    from ftk.study.run import run_study
+
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "study"
+    run_study(REPO / "studies" / "s0_agnews_gradacc.yaml", out=out, slurm=True)
+    script = (out / "study.sbatch").read_text()
+    assert "#SBATCH --array=0-1" in script and (out / "study.yaml").is_file()
+    assert not (out / "trials").exists()  # nothing ran here

@@ -1,0 +1,131 @@
+"""A tiny twin study end to end (synthetic AG News, three learning rates plus the base model): the
+table with CIs and p-values, kill -9 and resume to the same table, base vs fine-tuned with its test,
+a checkpoint curve whose last row is the run's own eval, and the t-SNE plots."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, run_ftk
+
+pytestmark = pytest.mark.slow
+FTK = Path(sys.executable).parent / "ftk"
+
+
+@pytest.fixture(scope="module")
+def study_file(tmp_path_factory, synth_dir, tiny_model):
+    tmp = tmp_path_factory.mktemp("study")
+    recipe = tmp / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "extends": str(REPO / "configs" / "agnews_tiny_cpu.yaml"), "name": "lr",
+        "data": {"train": str(synth_dir / "train.csv"), "test": str(synth_dir / "test.csv"),
+                 "prepared_dir": str(tmp / "prepared")},
+        "model": {"name_or_path": str(tiny_model)},
+        "train": {"max_steps": 40, "save_steps": 10, "logging_steps": 10},
+        "eval": {"limit": 100}}))
+    study = tmp / "study.yaml"
+    study.write_text(yaml.safe_dump({"name": "lr_tiny", "recipe": str(recipe), "base": True,
+                                     "grid": {"train.learning_rate": [1.0e-3, 5.0e-4, 2.0e-4]}}))
+    return study
+
+
+@pytest.fixture(scope="module")
+def finished(study_file):
+    out = study_file.parent / "uninterrupted"
+    proc = subprocess.run([str(FTK), "study", "run", str(study_file), "--out", str(out)], capture_output=True,
+                          text=True, timeout=1500, cwd=study_file.parent)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, proc
+
+
+def _values(report):
+    return [(r["trial"], r["value"], r["ci95"], r["invalid_rate"]) for r in report["rows"]]
+
+
+def test_table_has_four_rows_cis_pvalues_and_a_plot(finished):
+    out, proc = finished
+    rep = json.loads((out / "report.json").read_text())
+    rows = rep["rows"]
+    assert [r["trial"] for r in rows][0] == "base" and len(rows) == 4
+    assert all(r["ci95"][0] <= r["value"] <= r["ci95"][1] for r in rows)
+    trials = [r for r in rows if not r["base"]]
+    assert sum(r["vs_best"] is not None for r in trials) == 2  # every trial but the best
+    for r in trials:
+        assert 0 <= r["vs_base"]["mcnemar_p_holm"] <= 1 and 0 <= r["vs_base"]["bootstrap_p_holm"] <= 1
+        assert r["vs_base"]["mcnemar_p_holm"] >= r["vs_base"]["mcnemar_p"]  # Holm never lowers a p-value
+        assert r["train_seconds"] > 0
+    assert (out / "axis-train.learning_rate.png").stat().st_size > 10_000
+    md = (out / "report.md").read_text()
+    assert "| base |" in md and "(best)" in md and "McNemar p=" in md
+    assert "train.learning_rate=0.001" in (out / "report.csv").read_text() or "0.001" in (out / "report.csv").read_text()
+    assert "report:" in proc.stdout
+
+
+def test_base_model_is_near_chance_with_invalid_counted(finished):
+    out, _ = finished
+    base = json.loads((out / "trials" / "base.json").read_text())
+    m = json.loads(Path(base["eval_dir"], "metrics.json").read_text())
+    assert m["base"] is True and m["n"] == 100  # every row, invalid ones included
+    scores = [json.loads(line) for line in Path(base["eval_dir"], "scores.jsonl").open()]
+    assert len(scores) == 100 and m["accuracy"] == sum(s["correct"] for s in scores) / 100
+    assert m["accuracy"] < 0.45 and m["invalid"] == sum(s["invalid"] for s in scores)
+    trial = json.loads(next((out / "trials").glob("t00-*.json")).read_text())
+    proc = run_ftk("compare", base["eval_dir"], trial["eval_dir"])
+    assert proc.returncode == 0 and "McNemar" in proc.stdout and "Paired bootstrap" in proc.stdout
+
+
+def test_killed_study_resumes_with_only_the_missing_trials_and_the_same_table(study_file, finished):
+    ref_out, _ = finished
+    out = study_file.parent / "interrupted"
+    proc = subprocess.Popen([str(FTK), "study", "run", str(study_file), "--out", str(out)], cwd=study_file.parent,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 900
+    while time.time() < deadline and proc.poll() is None and len(list(out.glob("trials/*.json"))) < 2:
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)  # the base row and the first trial are done
+    proc.wait()
+    done = sorted(p.stem for p in out.glob("trials/*.json"))
+    assert len(done) == 2 and not (out / "report.json").exists(), done
+    runs_before = sorted(p.name for p in (out / "runs").iterdir())
+    rerun = subprocess.run([str(FTK), "study", "run", str(study_file), "--out", str(out)], capture_output=True,
+                           text=True, timeout=1500, cwd=study_file.parent)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "2 of 4 trial(s) already done" in rerun.stdout
+    new_runs = sorted(set(p.name for p in (out / "runs").iterdir()) - set(runs_before))
+    finished_ids = {d for d in done}
+    assert not any(any(n.startswith(f"lr_tiny-{d}-") for d in finished_ids) for n in new_runs), new_runs
+    ref = json.loads((ref_out / "report.json").read_text())
+    got = json.loads((out / "report.json").read_text())
+    assert _values(got) == _values(ref)  # same seeds, same metrics on CPU
+
+
+def test_checkpoint_curve_last_row_equals_the_runs_eval(finished):
+    out, _ = finished
+    trial = json.loads(next((out / "trials").glob("t00-*.json")).read_text())
+    run = Path(trial["run_dir"])
+    proc = run_ftk("eval", run, "--checkpoints", "all")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    curve = json.loads((run / "curve-test" / "curve.json").read_text())
+    assert [r["step"] for r in curve["rows"]] == [10, 20, 30, 40]
+    final = json.loads(Path(trial["eval_dir"], "metrics.json").read_text())
+    assert curve["rows"][-1]["accuracy"] == final["accuracy"]
+    assert curve["rows"][-1]["train_loss"] is not None
+    assert (run / "curve-test" / "curve.png").stat().st_size > 10_000
+    assert (run / "eval-test-ckpt20" / "metrics.json").is_file()
+
+
+def test_tsne_plots(finished):
+    out, _ = finished
+    trial = json.loads(next((out / "trials").glob("t00-*.json")).read_text())
+    proc = run_ftk("embed", trial["run_dir"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    emb = Path(trial["run_dir"]) / "embed-test"
+    assert (emb / "tsne_by_label.png").stat().st_size > 10_000 and (emb / "tsne_by_correct.png").is_file()
+    assert len((emb / "points.csv").read_text().splitlines()) == 101

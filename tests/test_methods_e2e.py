@@ -1,0 +1,165 @@
+"""The methods LLaMA-Factory lacks, run as a user runs them: `ftk train` / `eval` / `export` / `compare`
+on the CPU twins of the S2 and S3 recipes (real data from ../shared/realdata)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REALDATA, REPO, run_ftk
+
+pytestmark = pytest.mark.slow
+CONFIGS = REPO / "configs"
+
+
+@pytest.fixture(autouse=True)
+def _needs_realdata():
+    if not REALDATA.exists():
+        pytest.skip("reads ../shared/realdata")
+
+
+def _overrides(tmp, *extra):
+    return [f"runs_dir={tmp / 'runs'}", f"model.name_or_path={tmp / 'model'}", f"data.prepared_dir={tmp / 'prepared'}",
+            *extra]
+
+
+def _run_dir(tmp):
+    (run,) = sorted((tmp / "runs").iterdir())
+    return run
+
+
+def _losses(run):
+    rows = [json.loads(line) for line in (run / "model" / "trainer_log.jsonl").open()]
+    return [r["loss"] for r in rows if "loss" in r]
+
+
+def test_token_classification_twin_beats_all_O_and_reports_seqeval(tmp_path):
+    proc = run_ftk("train", CONFIGS / "bionlp_gptneo_tokencls_lora_tiny.yaml",
+                   *_overrides(tmp_path, "data.max_samples={test: 200}"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    run = _run_dir(tmp_path)
+    assert json.loads((run / "model" / "ftk_method.json").read_text())["labels"][:3] == ["O", "B-DNA", "I-DNA"]
+    proc = run_ftk("eval", run)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.loads((run / "eval-test" / "metrics.json").read_text())
+    rows = [json.loads(line) for line in (tmp_path / "prepared" / "bionlp2004_test.jsonl").open()]
+    all_o = sum(t == "O" for r in rows for t in r["tags"]) / sum(len(r["tags"]) for r in rows)
+    assert m["mode"] == "head" and m["n"] == 200 and m["invalid"] == 0
+    assert m["token_accuracy"] > all_o, (m["token_accuracy"], all_o)
+    assert {"precision", "recall", "f1", "per_type"} <= set(m) and m["f1"] > 0
+    pred = json.loads((run / "eval-test" / "predictions.jsonl").open().readline())
+    assert len(pred["tags"]) == len(rows[0]["tokens"])
+
+
+@pytest.mark.parametrize("recipe", ["fpb_gptneo_prompt_tuning_tiny", "mrpc_gptneo_prompt_tuning_tiny"])
+def test_prompt_tuning_twin_learns_and_evaluates_in_both_modes(tmp_path, recipe):
+    proc = run_ftk("train", CONFIGS / f"{recipe}.yaml",
+                   *_overrides(tmp_path, "train.max_steps=40", "train.logging_steps=5", "eval.limit=24"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    run = _run_dir(tmp_path)
+    losses = _losses(run)
+    assert len(losses) == 8 and sum(losses[-2:]) < sum(losses[:2]), losses  # the loss goes down
+    info = json.loads((run / "model" / "ftk_method.json").read_text())
+    assert info["trainable_parameters"] == 8 * 128  # 8 virtual tokens x hidden 128, nothing else
+    for mode in ("generate", "choice"):
+        proc = run_ftk("eval", run, "--mode", mode)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    gen = json.loads((run / "eval-test" / "metrics.json").read_text())
+    cho = json.loads((run / "eval-test-choice" / "metrics.json").read_text())
+    assert gen["n"] == cho["n"] == 24 and cho["invalid"] == 0
+    proc = run_ftk("compare", run / "eval-test", run / "eval-test-choice")
+    assert proc.returncode == 0 and "McNemar" in proc.stdout
+    proc = run_ftk("export", run)
+    assert proc.returncode == 0 and (run / "export-last" / "adapter_config.json").is_file()
+
+
+S2_TWIN = CONFIGS / "disaster_llama3_clshead_lora_tiny.yaml"
+S2_QUICK = ("data.max_samples={train: 600, test: 60}", "eval.limit=60")
+
+
+def test_s2_twin_under_ddp_then_eval(tmp_path):
+    proc = run_ftk("train", S2_TWIN, *_overrides(tmp_path, *S2_QUICK, "distributed.nproc_per_node=2", "train.max_steps=8",
+                                                 "train.logging_steps=2"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    run = _run_dir(tmp_path)
+    m = json.loads((run / "manifest.json").read_text())
+    assert m["argv"][:1] == ["torchrun"] and m["argv"][m["argv"].index("--nproc-per-node") + 1] == "2"
+    assert m["argv"][m["argv"].index("-m") + 1] == "ftk.train.hf.entry"
+    assert "world_size=2" in (run / "train.log").read_text().replace(" ", "") or \
+        json.loads((run / "model" / "trainer_state.json").read_text())["global_step"] == 8
+    weights = m["trainer_args"]["method"]["class_weights"]
+    counts = m["data"]["splits"]["train"]["label_counts"]
+    n, k = sum(counts.values()), len(counts)
+    assert weights == pytest.approx([n / (k * c) for c in counts.values()])  # balanced, recorded in the manifest
+    assert m["stages"][0]["method"]["class_weights"] == weights
+    proc = run_ftk("eval", run)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((run / "eval-test" / "metrics.json").read_text())["n"] == 60
+
+
+def test_s2_twin_under_deepspeed_zero3_then_eval(tmp_path):
+    proc = run_ftk("train", S2_TWIN, *_overrides(tmp_path, *S2_QUICK, "distributed.nproc_per_node=2",
+                                                 "distributed.deepspeed=z3", "train.max_steps=6"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    run = _run_dir(tmp_path)
+    import yaml
+
+    assert json.loads((run / "deepspeed.json").read_text())["zero_optimization"]["stage"] == 3
+    assert yaml.safe_load((run / "trainer.yaml").read_text())["training"]["deepspeed"] == str(run / "deepspeed.json")
+    assert "stage 3" in (run / "train.log").read_text().lower() or "zero" in (run / "train.log").read_text().lower()
+    assert (run / "model" / "model.safetensors").is_file()  # the full weights, gathered from the shards
+    proc = run_ftk("eval", run)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_s2_twin_resumes_after_kill_9(tmp_path):
+    args = _overrides(tmp_path, *S2_QUICK, "train.max_steps=60", "train.save_steps=10", "train.logging_steps=5")
+    log = open(tmp_path / "first.log", "w")
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "ftk"), "train", str(S2_TWIN), *args], cwd=REPO,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline, ckpt = time.time() + 300, None
+    while time.time() < deadline and proc.poll() is None:
+        found = list((tmp_path / "runs").glob("*/model/checkpoint-10/trainer_state.json"))
+        if found:
+            ckpt = found[0].parent
+            break
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert ckpt is not None, (tmp_path / "first.log").read_text()[-3000:]
+    run = ckpt.parent.parent
+    assert "interrupted" in run_ftk("runs", tmp_path / "runs").stdout
+    proc = run_ftk("train", "--resume", run)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    state = json.loads((run / "model" / "trainer_state.json").read_text())
+    assert state["global_step"] == 60
+    m = json.loads((run / "manifest.json").read_text())
+    assert m["status"] == "finished" and m["trainer_args"]["resume_from_checkpoint"].startswith(str(run / "model"))
+    assert run_ftk("eval", run).returncode == 0
+
+
+def test_lora_seq_cls_export_merges_adapter_and_head(tmp_path):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from ftk.train.hf.models import load_head
+
+    proc = run_ftk("train", S2_TWIN, *_overrides(tmp_path, *S2_QUICK, "method.finetuning_type=lora",
+                                                 "method.lora_target=q_proj,v_proj", "train.max_steps=6"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    run = _run_dir(tmp_path)
+    assert (run / "model" / "adapter_config.json").is_file()
+    proc = run_ftk("export", run)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "LoRA merged" in proc.stdout
+    peft_model, tok, _ = load_head(run / "model", str(tmp_path / "model"), device="cpu")
+    merged = AutoModelForSequenceClassification.from_pretrained(run / "export-last", dtype=torch.float32).eval()
+    ids = tok(["forest fire near the town", "lovely sunny afternoon"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        a, b = peft_model(**ids).logits, merged(**ids).logits
+    assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
