@@ -159,3 +159,24 @@ def test_schema_prints_json_schema():
     assert proc.returncode == 0
     schema = json.loads(proc.stdout)
     assert schema["additionalProperties"] is False and "distributed" in schema["properties"]
+
+
+def test_s2_dry_run_launches_ftk_trainer_on_two_processes():
+    proc = run_ftk("train", "configs/disaster_llama3_clshead_lora.yaml", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "torchrun --nnodes 1 --node-rank 0 --nproc-per-node 2" in proc.stdout
+    assert "-m ftk.train.hf.entry" in proc.stdout and "trainer.yaml" in proc.stdout
+    assert "kind: sequence_classification" in proc.stdout and "lora_target: q_proj,v_proj" in proc.stdout
+    (p,) = dry_run(load_recipe(REPO / "configs" / "disaster_llama3_clshead_lora.yaml"))
+    assert p.argv[p.argv.index("-m") + 1] == "ftk.train.hf.entry" and p.config_name == "trainer.yaml"
+    m = p.train_args["method"]
+    assert (m["lora_rank"], m["lora_alpha"], m["lora_dropout"], m["lora_bias"]) == (16, 16, 0.05, "none")
+
+
+def test_slurm_script_of_ftk_trainer_runs_its_entry():
+    r = load_recipe(REPO / "configs" / "disaster_llama3_clshead_lora.yaml", ["distributed.slurm.partition=gpu"])
+    plans = dry_run(r)
+    text = render_sbatch(r, plans, plans[0].dir, python="/opt/venv/bin/python", workdir="/home/me/ftk")
+    last = text.splitlines()[-1]
+    assert last.startswith("srun torchrun --nnodes 1 --nproc-per-node 2 --rdzv-backend c10d")
+    assert last.endswith(f"-m ftk.train.hf.entry '{plans[0].dir}/trainer.yaml'")

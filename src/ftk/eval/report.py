@@ -17,6 +17,8 @@ def truncation_line(m: dict) -> str | None:
     """How many prompts had their input text cut to fit cutoff_len (None when not recorded)."""
     if "truncated_prompts" not in m:
         return None
+    if m.get("mode") == "head":
+        return f"truncated inputs: {m['truncated_prompts']} of {m['n']} (cut at cutoff_len {m.get('cutoff_len')} tokens)"
     return (f"truncated prompts: {m['truncated_prompts']} of {m['n']} (input text cut to fit cutoff_len "
             f"{m.get('cutoff_len')}; instruction and chat template kept, as in training)")
 

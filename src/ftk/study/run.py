@@ -85,6 +85,11 @@ def run_study(path: str | Path, *, out: str | Path | None = None, dry_run: bool 
     if dry_run:
         print(dry_run_table(spec, trials, sdir), end="")
         return sdir
+    if slurm and spec.strategy == "optuna":
+        raise FtkError("an Optuna search asks for each trial after the last one finished: run it without "
+                       "--slurm (inside one SLURM job if you like)", path=path, where="strategy")
+    if only is not None and not 0 <= only < len(trials):
+        raise FtkError(f"--trial {only}: the study has trials 0..{len(trials) - 1}")
     sdir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(path, sdir / "study.yaml")
     if slurm:
@@ -93,8 +98,6 @@ def run_study(path: str | Path, *, out: str | Path | None = None, dry_run: bool 
         submit_array(spec, path, recipe_path, trials, sdir)
         return sdir
     if only is not None:  # one array task of a SLURM study
-        if not 0 <= only < len(trials):
-            raise FtkError(f"--trial {only}: the study has trials 0..{len(trials) - 1}")
         if not is_done(sdir, trials[only].id):
             run_trial(trials[only], spec, recipe_path, sdir)
         return sdir
