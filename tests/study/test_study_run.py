@@ -128,4 +128,9 @@ def test_tsne_plots(finished):
     assert proc.returncode == 0, proc.stderr[-3000:]
     emb = Path(trial["run_dir"]) / "embed-test"
     assert (emb / "tsne_by_label.png").stat().st_size > 10_000 and (emb / "tsne_by_correct.png").is_file()
-    assert len((emb / "points.csv").read_text().splitlines()) == 101
+    rows = (emb / "points.csv").read_text().splitlines()[1:]
+    assert len(rows) == 100 and all(r.rsplit(",", 1)[1] in ("0", "1") for r in rows)  # the rows eval scored
+    proc = run_ftk("embed", trial["run_dir"], "--limit", "150")  # past the evaluated rows: "not evaluated"
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = (emb / "points.csv").read_text().splitlines()[1:]
+    assert len(rows) == 150 and sum(r.endswith(",") for r in rows) == 50

@@ -34,8 +34,9 @@ def test_ddp_two_processes_gloo(tmp_path, synth_dir, tiny_model):
     r = _recipe(tmp_path, synth_dir, tiny_model, "ddp", "distributed: {nproc_per_node: 2}\ntrain: {max_steps: 8}\n")
     proc = run_ftk("train", r, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:]
-    assert "world size: 2, device: cpu" in proc.stdout and "distributed training: True" in proc.stdout
     run_dir = _only_run(tmp_path, "ddp")
+    log = (run_dir / "train.log").read_text()  # the trainer's own output goes to the log, not the terminal
+    assert "world size: 2, device: cpu" in log and "distributed training: True" in log
     m = json.loads((run_dir / "manifest.json").read_text())
     assert m["argv"][0] == "torchrun" and m["argv"][m["argv"].index("--nproc-per-node") + 1] == "2"
     state = json.loads((run_dir / "model" / "trainer_state.json").read_text())
@@ -47,8 +48,8 @@ def test_deepspeed_zero3_on_cpu_then_eval(tmp_path, synth_dir, tiny_model):
                 "distributed: {nproc_per_node: 2, deepspeed: z3}\ntrain: {max_steps: 6}\neval: {limit: 16}\n")
     proc = run_ftk("train", r, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:]
-    assert "Creating torch.float32 ZeRO stage 3 optimizer" in proc.stdout
     run_dir = _only_run(tmp_path, "z3")
+    assert "Creating torch.float32 ZeRO stage 3 optimizer" in (run_dir / "train.log").read_text()
     assert json.loads((run_dir / "deepspeed.json").read_text())["zero_optimization"]["stage"] == 3
     assert (run_dir / "model" / "model.safetensors").is_file()  # ZeRO-3 gathered full weights
     proc = run_ftk("eval", run_dir, cwd=tmp_path)  # a ZeRO-3-trained model evaluates like any other
@@ -87,7 +88,8 @@ def test_kill_after_first_checkpoint_then_resume(tmp_path, synth_dir, tiny_model
     resumed_at = re.search(r"resuming \S+ from \S+checkpoint-(\d+)", proc.stdout)
     assert resumed_at and int(resumed_at.group(1)) >= 10
     # The trainer itself restored that step instead of starting over.
-    assert f"Resuming training from checkpoint with epoch 0 and global step {resumed_at.group(1)}" in proc.stdout
+    log = (run_dir / "train.log").read_text()
+    assert f"Resuming training from checkpoint with epoch 0 and global step {resumed_at.group(1)}" in log
     m = json.loads((run_dir / "manifest.json").read_text())
     assert m["status"] == "finished" and m["resumes"][0]["from"].startswith(str(run_dir / "model" / "checkpoint-"))
     assert m["llamafactory_args"].get("resume_from_checkpoint") or m["stages"][0]["llamafactory_args"]["resume_from_checkpoint"]

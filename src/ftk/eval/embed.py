@@ -2,6 +2,10 @@
 reduced to 2-D with scikit-learn's t-SNE, as two figures (S0): coloured by gold label, and by
 correct / wrong (from the run's evaluation of that split, when there is one).
 
+By default the rows are the ones that evaluation scored (so both figures show the same points; an
+eval run with `--limit 500` gives a 500-point plot); `--limit N` takes the split's first N rows
+instead, and rows the evaluation did not score are drawn grey as "not evaluated".
+
 Writes RUN/embed-<split>/: tsne_by_label.png, tsne_by_correct.png, points.csv (id, x, y, label, correct).
 """
 
@@ -76,19 +80,23 @@ def embed_run(run_dir: str | Path, *, split: str | None = None, limit: int | Non
     split = split or recipe.eval.split
     recorded = manifest.get("data", {}).get("splits", {}).get(split, {}).get("sha256")
     records, data_manifest = split_records(recipe.data.prepared_dir, split, recorded, limit)
+    preds = _evaluated(run_dir, split)
+    if limit is None and preds:
+        records = [r for r in records if r["id"] in preds]
     if len(records) < 10:
         raise FtkError(f"{len(records)} rows: t-SNE needs at least 10", path=run_dir)
     x = hidden_states(run_dir, manifest, recipe, task, records, data_manifest)
     xy = TSNE(n_components=2, perplexity=min(perplexity, (len(records) - 1) / 3), random_state=seed,
               init="pca").fit_transform(x)
     gold = [r["label"] for r in records]
-    correct = _correctness(run_dir, split, task, records)
+    correct = _correctness(preds, task, records) if preds else None
     out_dir = run_dir / f"embed-{split}"
     _scatter(xy, gold, task.labels, out_dir / "tsne_by_label.png", f"{manifest.get('name')}: t-SNE by gold label")
     if correct is not None:
-        _scatter(xy, ["correct" if c else "wrong" for c in correct], ["correct", "wrong"],
+        names = {True: "correct", False: "wrong", None: "not evaluated"}
+        _scatter(xy, [names[c] for c in correct], ["correct", "wrong", "not evaluated"],
                  out_dir / "tsne_by_correct.png", f"{manifest.get('name')}: t-SNE by correct / wrong",
-                 colors={"correct": "tab:green", "wrong": "tab:red"})
+                 colors={"correct": "tab:green", "wrong": "tab:red", "not evaluated": "tab:gray"})
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["id", "x", "y", "label", "correct"])
@@ -98,15 +106,20 @@ def embed_run(run_dir: str | Path, *, split: str | None = None, limit: int | Non
     return out_dir
 
 
-def _correctness(run_dir: Path, split: str, task, records: list[dict]) -> list[bool] | None:
-    """Per record: right or wrong in the run's evaluation of this split (None if it has none)."""
+def _evaluated(run_dir: Path, split: str) -> dict[str, dict]:
+    """The predictions of the run's evaluation of this split ({} when it has none)."""
     for name in (f"eval-{split}", f"eval-{split}-choice"):
         preds = read_done(run_dir / name / "predictions.jsonl")
-        if all(r["id"] in preds for r in records):
-            ex = task.extraction
-            extract = make_extractor(task.labels, ex.steps, ex.synonyms)
-            return [extract(preds[r["id"]]["predict"]) == r["label"] for r in records]
-    return None
+        if preds:
+            return preds
+    return {}
+
+
+def _correctness(preds: dict[str, dict], task, records: list[dict]) -> list[bool | None]:
+    """Per record: right or wrong in the run's evaluation (None: that evaluation did not score it)."""
+    ex = task.extraction
+    extract = make_extractor(task.labels, ex.steps, ex.synonyms)
+    return [extract(preds[r["id"]]["predict"]) == r["label"] if r["id"] in preds else None for r in records]
 
 
 def _scatter(xy: np.ndarray, values: list[str], order: list[str], path: Path, title: str,

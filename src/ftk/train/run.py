@@ -276,6 +276,8 @@ def resume(run_dir: str | Path, topo: Topology | None = None, verbose: bool = Fa
     env = _env_for(recipe, run_dir)
     manifest.setdefault("resumes", []).append({"from": str(ckpt), "at": _dt.datetime.now().isoformat(timespec="seconds")})
     manifest["stages"][first].update({plans[first].args_key: plans[first].train_args, "argv": plans[first].argv})
+    if first == len(plans) - 1:  # the top-level copy describes the last stage: keep it true
+        manifest.update({plans[first].args_key: plans[first].train_args, "argv": plans[first].argv})
     manifest.update({"status": "running", **runs.process_identity()})
     runs.write_manifest(run_dir, manifest)
     print(f"[ftk] resuming {run_dir} from {ckpt}")

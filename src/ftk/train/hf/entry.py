@@ -65,8 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     trainer = WeightedLossTrainer(model=model, args=args, train_dataset=train, eval_dataset=evaluation,
                                   data_collator=D.collator(kind, tokenizer),
                                   callbacks=[TrainerLogCallback(args.output_dir)], class_weights=weights)
-    if trainer.is_world_process_zero() and hasattr(model, "print_trainable_parameters"):
-        model.print_trainable_parameters()
+    if trainer.is_world_process_zero():
+        if hasattr(model, "print_trainable_parameters"):
+            model.print_trainable_parameters()
+        if args.deepspeed:
+            from transformers.integrations import is_deepspeed_zero3_enabled
+
+            print(f"[ftk-trainer] DeepSpeed config {args.deepspeed}; ZeRO-3 enabled: {is_deepspeed_zero3_enabled()}",
+                  flush=True)
     trainer.train(resume_from_checkpoint=cfg.get("resume_from_checkpoint"))
     trainer.save_model(args.output_dir)
     if trainer.is_world_process_zero():
