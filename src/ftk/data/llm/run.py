@@ -68,6 +68,7 @@ def finish(ld, requests: list, out_dir: Path, failures: dict[int, str]) -> dict:
         tok_out += row.get("usage", {}).get("completion_tokens") or 0
         items = parse_answer(ld, row)
         counts.update(items.counts)
+        counts["empty_answers"] += not items.counts["items"]
         rejects += items.rejects
         for ex, raw in items.kept:
             if writable(ld, raw):
@@ -91,7 +92,7 @@ def finish(ld, requests: list, out_dir: Path, failures: dict[int, str]) -> dict:
         "endpoints": [{"base_url": e.base_url, "model": e.model, "weight": e.weight, "api_key_env": e.api_key_env}
                       for e in spec.endpoints],
         "requests": {"planned": len(requests), "answered": sum(r.key in cache for r in requests),
-                     "failed": len(failures), "failures": {str(k): v for k, v in sorted(failures.items())[:20]}},
+                     "empty": counts["empty_answers"], "failed": len(failures), "failures": {str(k): v for k, v in sorted(failures.items())[:20]}},
         "items": {"parsed": counts["items"], "valid": parsed, "kept": len(kept),
                   "rejected": dict(sorted(reasons.items())), "cleaning": dict(sorted(cleaning.items()))},
         "label_counts": dict(Counter(ex.label for ex, _ in kept)),
@@ -107,8 +108,8 @@ def summary_lines(m: dict, out_dir: Path) -> list[str]:
     rej = ", ".join(f"{k} {v}" for k, v in it["rejected"].items()) or "none"
     cl = ", ".join(f"{k} {v}" for k, v in it["cleaning"].items() if v) or "none"
     return [
-        f"[ftk] requests {m['requests']['answered']}/{m['requests']['planned']} answered, {m['requests']['failed']} failed "
-        f"after retries; tokens in {m['tokens']['prompt']:,} / out {m['tokens']['completion']:,}",
+        f"[ftk] requests {m['requests']['answered']}/{m['requests']['planned']} answered "
+        f"({m['requests']['empty']} with no item), {m['requests']['failed']} failed after retries; tokens in {m['tokens']['prompt']:,} / out {m['tokens']['completion']:,}",
         f"[ftk] items {it['parsed']} parsed, {it['valid']} valid, {it['kept']} kept; rejected: {rej}; removed: {cl}",
         f"[ftk] output: {out_dir / m['output']['file']} ({m['output']['rows']} rows, "
         f"{', '.join(f'{k} {v}' for k, v in m['label_counts'].items())}); manifest: {out_dir / 'manifest.json'}",
