@@ -46,3 +46,27 @@ def test_rendered_yaml_passes_llamafactory_parser(tmp_path, synth_dir, tiny_mode
     assert training_args.learning_rate == pytest.approx(1e-3)
     assert finetuning_args.finetuning_type == "full"
     assert model_args.trust_remote_code is False
+
+
+def test_tiny_tokenizer_learns_from_the_text_the_model_sees(tmp_path, synth_dir):
+    """CSV sources: the file's lines. IOB2 (word<TAB>tag per line): the prepared sentences, so the
+    tokenizer's pieces are the words as the model meets them (space-prefixed, in sentences)."""
+    from conftest import REALDATA
+    from ftk.data.prepare import prepare_recipe
+    from ftk.train.run import tokenizer_texts
+
+    csv = load_recipe(REPO / "configs" / "agnews_tiny_cpu.yaml",
+                      [f"data.train={synth_dir / 'train.csv'}", f"data.prepared_dir={tmp_path / 'a'}"])
+    first = next(iter(tokenizer_texts(csv)))
+    assert first == (synth_dir / "train.csv").read_text().splitlines(keepends=True)[0]
+    if not REALDATA.exists():
+        pytest.skip("reads ../shared/realdata")
+    ner = load_recipe(REPO / "configs" / "bionlp_gptneo_tokencls_lora_tiny.yaml",
+                      [f"data.prepared_dir={tmp_path / 'b'}", "data.max_samples={train: 50, test: 10}"])
+    prepare_recipe(ner)
+    texts = list(tokenizer_texts(ner))
+    assert len(texts) == 150 and not any("\t" in t for t in texts)
+    from ftk.data.records import read_records
+
+    recs = read_records(tmp_path / "b" / "bionlp2004_train.jsonl")
+    assert texts[1::3] == [" ".join(r["tokens"]) for r in recs]  # the sentences, words joined by spaces

@@ -176,7 +176,7 @@ def read_source(task: TaskSpec, source: str, split: str, fmt: str | None = None,
 
     path = Path(source)
     check_text_file(path)
-    name, spec = _pick_local_spec(task, path, fmt)
+    name, spec = pick_local_spec(task, path, fmt)
     if spec.reader == "hub":
         raise FtkError(f"format {name!r} is a hub format; give hub:<id> as the source", path=path)
     collector = Collector(task, spec, out, strict, name)
@@ -205,7 +205,7 @@ def check_text_file(path: Path) -> None:
         raise FtkError("binary file (NUL bytes); expected a text data file", path=path)
 
 
-def _pick_local_spec(task: TaskSpec, path: Path, fmt: str | None) -> tuple[str, SourceSpec]:
+def pick_local_spec(task: TaskSpec, path: Path, fmt: str | None) -> tuple[str, SourceSpec]:
     if fmt:
         if fmt not in task.sources:
             raise FtkError(f"task {task.name!r} has no source format {fmt!r}; "

@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from ftk.data.prepare import load_manifest, prepare_recipe, recipe_fingerprint
+from ftk.data.task import load_task
 from ftk.errors import FtkError
 from ftk.fileio import write_json
 from ftk.recipe import Recipe
@@ -61,15 +62,31 @@ def ensure_model(recipe: Recipe) -> None:
     path = Path(recipe.model.name_or_path)
     if spec is None or (path / "config.json").exists():
         return
-    from ftk.data.sources import iter_lines
     from ftk.train.tiny import build_tiny_model
 
-    texts = [s for s in (recipe.data.train, recipe.data.validation) if s and Path(s).is_file()]
-    if not texts:
-        raise FtkError("`model.tiny` needs a local `data.train` file to train its tokenizer", where="model.tiny")
     print(f"[ftk] building tiny model in {path}", flush=True)
-    build_tiny_model(path, iter_lines(texts), hidden_size=spec.hidden_size, num_layers=spec.layers,
+    build_tiny_model(path, tokenizer_texts(recipe), hidden_size=spec.hidden_size, num_layers=spec.layers,
                      num_heads=spec.heads, num_kv_heads=spec.kv_heads, vocab_size=spec.vocab_size, seed=spec.seed)
+
+
+def tokenizer_texts(recipe: Recipe):
+    """The text a tiny model's tokenizer learns from: the train (and validation) files' lines, or,
+    for word-per-line formats (IOB2), the prepared sentences, words joined by spaces as the model
+    sees them (a tokenizer learnt from `word<TAB>tag` lines splits every word of a sentence)."""
+    from ftk.data.records import read_records
+    from ftk.data.sources import iter_lines, pick_local_spec
+
+    files = [s for s in (recipe.data.train, recipe.data.validation) if s and Path(s).is_file()]
+    if not files:
+        raise FtkError("`model.tiny` needs a local `data.train` file to train its tokenizer", where="model.tiny")
+    task = load_task(recipe.task)
+    manifest = load_manifest(recipe.data.prepared_dir) if is_prepared(recipe) else {}
+    train = manifest.get("splits", {}).get("train")
+    if train and pick_local_spec(task, Path(files[0]), recipe.data.source_format)[1].reader == "iob2":
+        for r in read_records(Path(recipe.data.prepared_dir) / train["file"]):
+            yield from (r.get("instruction") or "", r.get("input") or "", r.get("output") or "")
+        return
+    yield from iter_lines(files)
 
 
 def _write_stage_files(p: StagePlan) -> None:

@@ -203,9 +203,9 @@ def shown(raw: dict, label: str) -> dict:
 
 
 def _format_of(task: TaskSpec, file: Path) -> str:
-    from ftk.data.sources import _pick_local_spec
+    from ftk.data.sources import pick_local_spec
 
-    return _pick_local_spec(task, file, None)[0]
+    return pick_local_spec(task, file, None)[0]
 
 
 def _columns(task: TaskSpec, fmt: str) -> list[str]:
