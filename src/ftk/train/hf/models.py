@@ -4,6 +4,7 @@ full fine-tuning; the class-weighted cross-entropy S2 used."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +38,21 @@ def head_labels(method: dict, task_labels: Sequence[str]) -> list[str]:
     return tag_set(task_labels) if method["kind"] == "token_classification" else list(task_labels)
 
 
+@contextlib.contextmanager
+def new_head_expected():
+    """Loading a causal LM's weights into a *ForSequence/TokenClassification model: the head is new
+    (then trained, or restored from the adapter) by design, so transformers' MISSING-key report is
+    noise on the terminal; real errors still raise."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
 def build_model(method: dict, model_path: str, tokenizer, labels: Sequence[str], *, trust_remote_code: bool = False,
                 dtype=None):
     """The model to train, PEFT-wrapped for LoRA and prompt tuning."""
@@ -48,8 +64,9 @@ def build_model(method: dict, model_path: str, tokenizer, labels: Sequence[str],
         model = AutoModelForCausalLM.from_pretrained(model_path, **common)
     else:
         auto = AutoModelForSequenceClassification if kind == "sequence_classification" else AutoModelForTokenClassification
-        model = auto.from_pretrained(model_path, num_labels=len(labels), id2label=dict(enumerate(labels)),
-                                     label2id={lab: i for i, lab in enumerate(labels)}, **common)
+        with new_head_expected():
+            model = auto.from_pretrained(model_path, num_labels=len(labels), id2label=dict(enumerate(labels)),
+                                         label2id={lab: i for i, lab in enumerate(labels)}, **common)
     model.config.pad_token_id = tokenizer.pad_token_id
     return wrap_peft(model, method, model_path)
 
@@ -98,7 +115,13 @@ def load_head(model_dir: Path, base_model: str, *, trust_remote_code: bool = Fal
     if (Path(model_dir) / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(auto.from_pretrained(base_model, **kwargs), str(model_dir))
+        with new_head_expected():  # the head comes with the adapter (modules_to_save)
+            base = auto.from_pretrained(base_model, **kwargs)
+        model = PeftModel.from_pretrained(base, str(model_dir))
+    elif not info_path.is_file():  # a base model: no trained head
+        print("[ftk] the base model has no trained head: a seeded random head (near chance by design)", flush=True)
+        with new_head_expected():
+            model = auto.from_pretrained(str(model_dir), **kwargs)
     else:
         model = auto.from_pretrained(str(model_dir), **kwargs)
     model.config.pad_token_id = tokenizer.pad_token_id
