@@ -183,3 +183,9 @@ def test_near_duplicates_by_rouge_l_match_rouge_score(tmp_path):
     assert dropped == 1 and [e.line for e in kept] == [0, 2, 3]
     kept, dropped = drop_near_duplicates(exs, 0.95)
     assert dropped == 0
+    from ftk.data.cleaning import drop_near_against
+
+    kept, dropped = drop_near_against(exs[1:], exs[:1], 0.7)  # leakage: near the reference row only
+    assert dropped == 1 and [e.line for e in kept] == [2, 3]
+    kept, dropped = drop_near_against(exs, [], 0.7)
+    assert dropped == 0 and len(kept) == 4

@@ -45,33 +45,44 @@ def rouge_l_f(a: list[str], b: list[str]) -> float:
     return 0.0 if lcs == 0 else 2 * lcs / (len(a) + len(b))
 
 
+def _tokens(ex: Example) -> tuple[list[str], Counter]:
+    from rouge_score import tokenize
+
+    toks = tokenize.tokenize(ex.input, None)
+    return toks, Counter(toks)
+
+
+def _near_any(toks: list[str], bag: Counter, pool: list[tuple[list[str], Counter]], threshold: float) -> bool:
+    """ROUGE-L F with some row of `pool` >= threshold; pairs whose lengths or shared tokens cannot
+    reach the threshold are skipped without computing the LCS."""
+    for other, other_bag in pool:
+        total = len(toks) + len(other)
+        if total == 0 or 2 * min(len(toks), len(other)) / total < threshold:
+            continue
+        if 2 * sum((bag & other_bag).values()) / total < threshold:
+            continue
+        if rouge_l_f(toks, other) >= threshold:
+            return True
+    return False
+
+
 def drop_near_duplicates(examples: list[Example], threshold: float) -> tuple[list[Example], int]:
     """Drop rows whose ROUGE-L F (token LCS, as rouge-score tokenizes) with a kept row is >= threshold.
 
-    Quadratic in the worst case; pairs whose lengths or shared tokens cannot reach the threshold
-    are skipped without computing the LCS. Meant for generated data (thousands of rows).
+    Quadratic in the worst case (see `_near_any`). Meant for generated data (thousands of rows).
     """
-    from rouge_score import tokenize
-
     kept: list[Example] = []
-    kept_toks: list[tuple[list[str], Counter]] = []
-    dropped = 0
+    pool: list[tuple[list[str], Counter]] = []
     for ex in examples:
-        toks = tokenize.tokenize(ex.input, None)
-        bag = Counter(toks)
-        dup = False
-        for other, other_bag in kept_toks:
-            total = len(toks) + len(other)
-            if total == 0 or 2 * min(len(toks), len(other)) / total < threshold:
-                continue
-            if 2 * sum((bag & other_bag).values()) / total < threshold:
-                continue
-            if rouge_l_f(toks, other) >= threshold:
-                dup = True
-                break
-        if dup:
-            dropped += 1
-            continue
-        kept.append(ex)
-        kept_toks.append((toks, bag))
-    return kept, dropped
+        toks, bag = _tokens(ex)
+        if not _near_any(toks, bag, pool, threshold):
+            kept.append(ex)
+            pool.append((toks, bag))
+    return kept, len(examples) - len(kept)
+
+
+def drop_near_against(examples: list[Example], reference: list[Example], threshold: float) -> tuple[list[Example], int]:
+    """Examples whose ROUGE-L F with any reference row is >= threshold (leakage), dropped."""
+    pool = [_tokens(ex) for ex in reference]
+    kept = [ex for ex in examples if not _near_any(*_tokens(ex), pool, threshold)]
+    return kept, len(examples) - len(kept)

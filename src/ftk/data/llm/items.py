@@ -12,7 +12,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ftk.data.cleaning import drop_duplicates, drop_near_duplicates, norm_text, rouge_l_f
+from ftk.data.cleaning import drop_duplicates, drop_near_against, drop_near_duplicates, norm_text
 from ftk.data.rows import Collector, Example, ReadResult
 
 
@@ -79,32 +79,6 @@ def clean(ld, items: list[tuple[Example, dict]]) -> tuple[list[tuple[Example, di
     return [(ex, by_id[id(ex)]) for ex in examples], counts
 
 
-def drop_near_against(examples: list[Example], reference: list[Example], threshold: float) -> tuple[list[Example], int]:
-    """Examples whose ROUGE-L F with any reference row is >= threshold (leakage), dropped."""
-    from rouge_score import tokenize
-
-    ref = [(toks, Counter(toks)) for toks in (tokenize.tokenize(ex.input, None) for ex in reference)]
-    kept, dropped = [], 0
-    for ex in examples:
-        toks = tokenize.tokenize(ex.input, None)
-        bag = Counter(toks)
-        hit = False
-        for other, other_bag in ref:
-            total = len(toks) + len(other)
-            if total == 0 or 2 * min(len(toks), len(other)) / total < threshold:
-                continue
-            if 2 * sum((bag & other_bag).values()) / total < threshold:
-                continue
-            if rouge_l_f(toks, other) >= threshold:
-                hit = True
-                break
-        if hit:
-            dropped += 1
-        else:
-            kept.append(ex)
-    return kept, dropped
-
-
 def render(ld, rows: list[dict]) -> str:
     """The rows as a file of the task's raw format (what its reader reads back)."""
     spec = ld.task.sources[ld.fmt]
@@ -135,4 +109,5 @@ def writable(ld, row: dict) -> bool:
         return True
     if spec.reader == "jsonl":
         return True
-    return not any(("\n" in str(v) or "\r" in str(v) or (spec.reader == "tsv" and "\t" in str(v))) for v in row.values())
+    breaks = ("\n", "\r", "\t") if spec.reader == "tsv" else ("\n", "\r")
+    return not any(b in str(v) for v in row.values() for b in breaks)
