@@ -13,7 +13,7 @@ from pathlib import Path
 from ftk.errors import FtkError
 from ftk.recipe import load_recipe
 from ftk.train.launch import shell_quote_expanding
-from ftk.train.slurm import safe
+from ftk.train.slurm import safe, sbatch_header
 
 SCRIPT = "study.sbatch"
 
@@ -21,24 +21,11 @@ SCRIPT = "study.sbatch"
 def render_array(spec, study_file: Path, recipe_path: Path, trials: list, sdir: Path, *,
                  python: str | None = None, workdir: str | None = None) -> str:
     r = load_recipe(recipe_path, spec.overrides)
-    d, s = r.distributed, r.distributed.slurm
+    d = r.distributed
     if d.nnodes != 1:
         raise FtkError("a study's trials run one node each (`distributed.nnodes` 1) in a SLURM job array",
                        path=recipe_path, where="distributed.nnodes")
-    lines = [
-        "#!/bin/bash",
-        f"#SBATCH --job-name={safe(spec.name, 'name')}",
-        f"#SBATCH --array=0-{len(trials) - 1}",
-        "#SBATCH --nodes=1",
-        "#SBATCH --ntasks-per-node=1",
-        f"#SBATCH --gpus-per-node={int(d.nproc_per_node)}",
-        f"#SBATCH --cpus-per-task={int(s.cpus_per_task)}",
-        f"#SBATCH --output={safe(f'{sdir}/slurm-%A_%a.out', 'out')}",
-    ]
-    for key, value in (("partition", s.partition), ("account", s.account), ("time", s.time)):
-        if value:
-            lines.append(f"#SBATCH --{key}={safe(value, f'distributed.slurm.{key}')}")
-    lines += [f"#SBATCH {safe(opt, 'distributed.slurm.extra_sbatch')}" for opt in s.extra_sbatch]
+    lines = sbatch_header(spec.name, d, f"{sdir}/slurm-%A_%a.out", "out", array=len(trials))
     bindir = str(Path(python or sys.executable).parent)
     argv = ["ftk", "study", "run", str(study_file), "--out", str(sdir), "--trial", "$SLURM_ARRAY_TASK_ID"]
     for a in argv[:-1]:

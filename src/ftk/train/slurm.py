@@ -32,23 +32,30 @@ def safe(value, key: str) -> str:
     return shlex.quote(value)
 
 
-def render_sbatch(recipe, plans, run_dir: Path, *, python: str | None = None, workdir: str | None = None) -> str:
-    """The batch script: every recipe value is checked (recipe.py's patterns, then `safe`) and quoted."""
-    d = recipe.distributed
+def sbatch_header(name: str, d, output: str, output_key: str, *, array: int | None = None) -> list[str]:
+    """The #SBATCH lines of a run or a study's job array (`array`: its number of tasks), every value
+    checked and quoted."""
     s = d.slurm
-    lines = [
-        "#!/bin/bash",
-        f"#SBATCH --job-name={safe(recipe.name, 'name')}",
+    lines = ["#!/bin/bash", f"#SBATCH --job-name={safe(name, 'name')}"]
+    if array is not None:
+        lines.append(f"#SBATCH --array=0-{array - 1}")
+    lines += [
         f"#SBATCH --nodes={int(d.nnodes)}",
         "#SBATCH --ntasks-per-node=1",
         f"#SBATCH --gpus-per-node={int(d.nproc_per_node)}",
         f"#SBATCH --cpus-per-task={int(s.cpus_per_task)}",
-        f"#SBATCH --output={safe(f'{run_dir}/slurm-%j.out', 'runs_dir')}",
+        f"#SBATCH --output={safe(output, output_key)}",
     ]
     for key, value in (("partition", s.partition), ("account", s.account), ("time", s.time)):
         if value:
             lines.append(f"#SBATCH --{key}={safe(value, f'distributed.slurm.{key}')}")
-    lines += [f"#SBATCH {safe(opt, 'distributed.slurm.extra_sbatch')}" for opt in s.extra_sbatch]
+    return lines + [f"#SBATCH {safe(opt, 'distributed.slurm.extra_sbatch')}" for opt in s.extra_sbatch]
+
+
+def render_sbatch(recipe, plans, run_dir: Path, *, python: str | None = None, workdir: str | None = None) -> str:
+    """The batch script: every recipe value is checked (recipe.py's patterns, then `safe`) and quoted."""
+    d = recipe.distributed
+    lines = sbatch_header(recipe.name, d, f"{run_dir}/slurm-%j.out", "runs_dir")
     bindir = str(Path(python or sys.executable).parent)
     lines += [
         "",
