@@ -86,3 +86,23 @@ def read_yaml(path: str | Path, what: str = "YAML file") -> Any:
         raise FtkError(f"YAML aliases expand to more than {MAX_NODES:,} nodes (expected a plain config; "
                        "is this a billion-laughs document?)", path=path)
     return data
+
+
+def read_mapping(path: str | Path, what: str) -> dict:
+    """`read_yaml`, and the document must be a mapping of keys (what every ftk file is)."""
+    raw = read_yaml(path, what)
+    if not isinstance(raw, dict):
+        raise FtkError(f"a {what} must be a YAML mapping of keys, not {type(raw).__name__}", path=path)
+    return raw
+
+
+def read_model(path: str | Path, model, what: str):
+    """A user's YAML file as a pydantic model; a schema error is one line naming the file and key."""
+    from pydantic import ValidationError
+
+    from ftk.errors import format_validation_error
+
+    try:
+        return model.model_validate(read_mapping(path, what))
+    except ValidationError as exc:
+        raise FtkError(format_validation_error(exc), path=path) from None

@@ -17,10 +17,10 @@ import string
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from ftk.errors import FtkError, format_validation_error
-from ftk.yamlio import read_yaml
+from ftk.errors import FtkError
+from ftk.yamlio import read_model
 
 BUILTIN_DIR = Path(__file__).parent / "tasks"
 
@@ -270,13 +270,7 @@ def load_task(name_or_path: str | Path) -> TaskSpec:
         missing = "a task YAML that does not exist" if path.suffix in (".yaml", ".yml") else "not a built-in task"
         raise FtkError(f"unknown task {str(name_or_path)!r}: {missing} "
                        f"(expected one of {', '.join(builtins)} or a task YAML path){hint}")
-    raw = read_yaml(path, "task file")
-    if not isinstance(raw, dict):
-        raise FtkError(f"a task file must be a YAML mapping of keys, not {type(raw).__name__}", path=path)
-    try:
-        task = TaskSpec.model_validate(raw)
-    except ValidationError as exc:
-        raise FtkError(format_validation_error(exc), path=path) from None
+    task = read_model(path, TaskSpec, "task file")
     task._path = path
     task._text = path.read_text(encoding="utf-8-sig")
     return task

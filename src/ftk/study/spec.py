@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ftk.errors import FtkError, format_validation_error
+from ftk.errors import FtkError
 from ftk.recipe import RUN_NAME, load_recipe
-from ftk.yamlio import read_yaml
+from ftk.yamlio import read_model
 
 
 class _Strict(BaseModel):
@@ -140,13 +140,7 @@ def load_study(path: str | Path) -> tuple[StudySpec, Path]:
     """The study and its base recipe's path; the recipe and every trial's overrides are checked
     (schema) now, so a typo fails before anything trains."""
     path = Path(path)
-    raw = read_yaml(path, "study file")
-    if not isinstance(raw, dict):
-        raise FtkError("a study file must be a YAML mapping of keys", path=path)
-    try:
-        spec = StudySpec.model_validate(raw)
-    except ValidationError as exc:
-        raise FtkError(format_validation_error(exc), path=path) from None
+    spec = read_model(path, StudySpec, "study file")
     recipe_path = Path(spec.recipe) if Path(spec.recipe).is_absolute() else path.parent / spec.recipe
     if not recipe_path.is_file():
         raise FtkError(f"{spec.recipe} not found (expected a recipe path relative to this file)", path=path,

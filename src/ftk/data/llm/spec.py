@@ -39,13 +39,13 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ftk.data.rows import Example
 from ftk.data.sources import read_source
 from ftk.data.task import TaskSpec, load_task
-from ftk.errors import FtkError, format_validation_error
-from ftk.yamlio import read_yaml
+from ftk.errors import FtkError
+from ftk.yamlio import read_model
 
 TEMPLATE_FIELDS = {"examples", "k", "n", "labels", "label"}
 
@@ -149,13 +149,7 @@ def load_spec(path: str | Path) -> Loaded:
     import os
 
     path = Path(path)
-    raw = read_yaml(path, "synthetic-data spec")
-    if not isinstance(raw, dict):
-        raise FtkError("a spec must be a YAML mapping of keys", path=path)
-    try:
-        spec = SynthSpec.model_validate(raw)
-    except ValidationError as exc:
-        raise FtkError(format_validation_error(exc), path=path) from None
+    spec = read_model(path, SynthSpec, "synthetic-data spec")
     base = path.parent
     try:
         task = load_task(_rel(base, spec.task) if spec.task.endswith((".yaml", ".yml")) else spec.task)
