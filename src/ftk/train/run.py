@@ -21,7 +21,7 @@ import yaml
 from ftk.data.prepare import load_manifest, prepare_recipe, recipe_fingerprint
 from ftk.data.task import load_task
 from ftk.errors import FtkError
-from ftk.fileio import write_json
+from ftk.fileio import output_to, write_json
 from ftk.recipe import Recipe
 from ftk.train import launch, runs
 from ftk.train.lossplot import plot_loss, read_log
@@ -64,9 +64,11 @@ def ensure_model(recipe: Recipe) -> None:
         return
     from ftk.train.tiny import build_tiny_model
 
+    texts = list(tokenizer_texts(recipe))  # its errors are ftk's, on the terminal
     print(f"[ftk] building tiny model in {path}", flush=True)
-    build_tiny_model(path, tokenizer_texts(recipe), hidden_size=spec.hidden_size, num_layers=spec.layers,
-                     num_heads=spec.heads, num_kv_heads=spec.kv_heads, vocab_size=spec.vocab_size, seed=spec.seed)
+    with output_to(path / "ftk-build.log"):  # library chatter, not for the terminal
+        build_tiny_model(path, texts, hidden_size=spec.hidden_size, num_layers=spec.layers,
+                         num_heads=spec.heads, num_kv_heads=spec.kv_heads, vocab_size=spec.vocab_size, seed=spec.seed)
 
 
 def tokenizer_texts(recipe: Recipe):
