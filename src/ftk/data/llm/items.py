@@ -102,12 +102,18 @@ def render(ld, rows: list[dict]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
 
-def writable(ld, row: dict) -> bool:
-    """A row the raw format can hold (no line breaks where the format has no quoting)."""
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def unwritable(ld, row: dict) -> str | None:
+    """Why the raw format cannot hold this row (None: it can). Control characters (NUL, ...) are
+    refused in every format: a data file holding them is binary to `ftk prepare`."""
+    if any(CONTROL.search(str(v)) for v in row.values()):
+        return "control characters (NUL, ...) that no data file should hold"
     spec = ld.task.sources[ld.fmt]
-    if spec.reader in ("csv", "tsv") and spec.quoting:
-        return True
-    if spec.reader == "jsonl":
-        return True
+    if spec.reader in ("csv", "tsv") and spec.quoting or spec.reader == "jsonl":
+        return None
     breaks = ("\n", "\r", "\t") if spec.reader == "tsv" else ("\n", "\r")
-    return not any(b in str(v) for v in row.values() for b in breaks)
+    if any(b in str(v) for v in row.values() for b in breaks):
+        return "a line break (or tab) the raw format cannot hold"
+    return None

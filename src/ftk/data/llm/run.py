@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 from ftk.data.llm.client import CACHE, read_cache, run_requests
-from ftk.data.llm.items import clean, parse_answer, render, writable
+from ftk.data.llm.items import clean, parse_answer, render, unwritable
 from ftk.data.llm.spec import load_spec, plan_requests
 from ftk.errors import FtkError
 from ftk.fileio import atomic_open, sha256_file, write_json
@@ -71,11 +71,12 @@ def finish(ld, requests: list, out_dir: Path, failures: dict[int, str]) -> dict:
         counts["empty_answers"] += not items.counts["items"]
         rejects += items.rejects
         for ex, raw in items.kept:
-            if writable(ld, raw):
+            why = unwritable(ld, raw)
+            if why is None:
                 kept.append((ex, raw))
             else:
                 rejects.append({"request": row["index"], "text": str(raw)[:2000], "reason": "unwritable",
-                                "detail": "a line break (or tab) the raw format cannot hold"})
+                                "detail": why})
     parsed = len(kept)
     kept, cleaning = clean(ld, kept)
     reasons = Counter(r["reason"] for r in rejects)
