@@ -108,6 +108,9 @@ def _env_for(recipe: Recipe, run_dir: Path) -> dict[str, str]:
             extra["WANDB_PROJECT"] = recipe.tracking.project
         if not os.environ.get("WANDB_API_KEY"):
             extra["WANDB_MODE"] = "offline"
+    from ftk import USER_LLAMAFACTORY_VERBOSITY
+
+    extra["LLAMAFACTORY_VERBOSITY"] = USER_LLAMAFACTORY_VERBOSITY or "INFO"  # train.log: the whole output
     return launch.launch_env(extra)
 
 
