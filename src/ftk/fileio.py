@@ -98,28 +98,19 @@ def fault_point(name: str) -> None:
 
 
 @contextlib.contextmanager
-def output_to(log: str | Path) -> Iterator[None]:
-    """Send this process's stdout and stderr (file descriptors 1 and 2, so libraries' own handlers
-    and progress bars too) to `log` for the block; on an error, its tail is printed before raising."""
+def fds_to(path: str | Path, mode: str = "ab") -> Iterator[None]:
+    """Point this process's file descriptors 1 and 2 (so libraries' own handlers and progress bars
+    too, not just sys.stdout) at `path` for the block, then back."""
     import sys
 
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
-    Path(log).parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as fh:
+    with open(path, mode) as fh:
         os.dup2(fh.fileno(), 1)
         os.dup2(fh.fileno(), 2)
         try:
             yield
-        except BaseException:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            print("".join(Path(log).read_text(encoding="utf-8", errors="replace").splitlines(True)[-30:]),
-                  file=sys.stderr)
-            raise
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -127,3 +118,19 @@ def output_to(log: str | Path) -> Iterator[None]:
             os.dup2(saved[1], 2)
             os.close(saved[0])
             os.close(saved[1])
+
+
+@contextlib.contextmanager
+def output_to(log: str | Path) -> Iterator[None]:
+    """Send stdout and stderr (`fds_to`) to `log` for the block; on an error, its tail is printed
+    on the restored terminal before raising."""
+    import sys
+
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with fds_to(log):
+            yield
+    except BaseException:
+        print("".join(Path(log).read_text(encoding="utf-8", errors="replace").splitlines(True)[-30:]),
+              file=sys.stderr)
+        raise

@@ -23,7 +23,6 @@ import difflib
 import json
 import os
 import re
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from ftk.data.prepare import recipe_plan
 from ftk.data.sources import HUB_PREFIX, read_source
 from ftk.data.task import TaskSpec, load_task
 from ftk.errors import FtkError
+from ftk.fileio import fds_to
 from ftk.recipe import Recipe, load_recipe
 from ftk.train import environment
 from ftk.train.llamafactory import template_names
@@ -189,21 +189,8 @@ def _model_path_problems(key: str, value: str, marker: str) -> list[str]:
 def _silenced():
     """LLaMA-Factory and transformers print warnings on import and while parsing: keep them off
     the terminal (file descriptors 1 and 2), so a refusal is ftk's one line."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with open(os.devnull, "wb") as null:
-        os.dup2(null.fileno(), 1)
-        os.dup2(null.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
+    with fds_to(os.devnull, "wb"):
+        yield
 
 
 def _llamafactory_problems(recipe: Recipe, notes: list[str]) -> list[str]:
