@@ -31,6 +31,7 @@ from typing import Literal
 from ftk.data.prepare import recipe_plan
 from ftk.data.sources import HUB_PREFIX, read_source
 from ftk.data.task import TaskSpec, load_task
+from ftk import llamafactory_verbosity
 from ftk.errors import FtkError
 from ftk.fileio import fds_to
 from ftk.recipe import Recipe, load_recipe
@@ -221,10 +222,9 @@ def _has_gpu() -> bool:
 
 def check_llamafactory(args: dict, deepspeed: dict | None, *, gpu: bool) -> tuple[list[str], list[str]]:
     """(errors, notes) from LLaMA-Factory's own parser on the rendered args."""
-    os.environ.setdefault("LLAMAFACTORY_VERBOSITY", "ERROR")
     args = dict(args)
     notes = []
-    with tempfile.TemporaryDirectory() as tmp, _silenced():
+    with tempfile.TemporaryDirectory() as tmp, _silenced(), llamafactory_verbosity("ERROR"):
         from llamafactory.hparams import get_train_args
         from transformers.utils import logging as hf_logging
 

@@ -3,6 +3,7 @@ the chat template's framing, and LLaMA-Factory's own preprocessing of the fitted
 exactly the token ids ftk evaluates with."""
 
 import json
+import os
 
 import pytest
 
@@ -142,3 +143,23 @@ def test_instruction_is_cut_when_the_text_is_not_enough(tiny_model):
     assert task.prompt("v2").startswith(f.record["instruction"]) and f.record["instruction"]
     ids, cut = prompter.prompt_ids(rec, 9)
     assert cut and len(ids) + 9 <= 96 and tok.decode(ids).endswith(HEADER)
+
+
+def test_quieting_llamafactory_leaves_the_environment_a_launched_trainer_inherits(tiny_model, monkeypatch):
+    """ftk imports LLaMA-Factory quietly in its own process, but the variable does not stay set:
+    a trainer launched afterwards (train.log) must log at the user's level, INFO by default."""
+    from transformers import AutoTokenizer
+
+    from ftk import llamafactory_verbosity
+
+    monkeypatch.delenv("LLAMAFACTORY_VERBOSITY", raising=False)
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    load_template(tok, "llama3")
+    assert "LLAMAFACTORY_VERBOSITY" not in os.environ
+    with llamafactory_verbosity("ERROR"):
+        assert os.environ["LLAMAFACTORY_VERBOSITY"] == "ERROR"
+    assert "LLAMAFACTORY_VERBOSITY" not in os.environ
+    monkeypatch.setenv("LLAMAFACTORY_VERBOSITY", "DEBUG")  # the user's own choice wins and stays
+    with llamafactory_verbosity("ERROR"):
+        assert os.environ["LLAMAFACTORY_VERBOSITY"] == "DEBUG"
+    assert os.environ["LLAMAFACTORY_VERBOSITY"] == "DEBUG"

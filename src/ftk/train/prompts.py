@@ -34,11 +34,11 @@ FRAMING_BYTES = 512
 
 def load_template(tokenizer, name: str):
     """LLaMA-Factory's template object (its INFO lines kept off ftk's terminal)."""
-    import os
+    from ftk import llamafactory_verbosity
 
-    os.environ.setdefault("LLAMAFACTORY_VERBOSITY", "WARN")
-    from llamafactory.data.template import get_template_and_fix_tokenizer
-    from llamafactory.hparams import DataArguments
+    with llamafactory_verbosity("WARN"):
+        from llamafactory.data.template import get_template_and_fix_tokenizer
+        from llamafactory.hparams import DataArguments
 
     return get_template_and_fix_tokenizer(tokenizer, DataArguments(template=name))
 

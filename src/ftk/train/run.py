@@ -108,9 +108,8 @@ def _env_for(recipe: Recipe, run_dir: Path) -> dict[str, str]:
             extra["WANDB_PROJECT"] = recipe.tracking.project
         if not os.environ.get("WANDB_API_KEY"):
             extra["WANDB_MODE"] = "offline"
-    from ftk import USER_LLAMAFACTORY_VERBOSITY
-
-    extra["LLAMAFACTORY_VERBOSITY"] = USER_LLAMAFACTORY_VERBOSITY or "INFO"  # train.log: the whole output
+    # train.log: LLaMA-Factory's whole output unless the user asked for less
+    extra["LLAMAFACTORY_VERBOSITY"] = os.environ.get("LLAMAFACTORY_VERBOSITY") or "INFO"
     return launch.launch_env(extra)
 
 
