@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
@@ -162,6 +163,19 @@ def test_no_module_over_400_lines():
     long = {str(p.relative_to(PKG)): n for p in PKG.rglob("*.py")
             if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
     assert long == {}
+
+
+def test_every_python_file_compiles_without_warnings():
+    """An invalid escape (a regex in a docstring) is a SyntaxWarning today, an error tomorrow."""
+    bad = []
+    for path in sorted([*(REPO / "src").rglob("*.py"), *(REPO / "tests").rglob("*.py"), *(REPO / "scripts").rglob("*.py")]):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            try:
+                compile(path.read_text(encoding="utf-8"), str(path), "exec")
+            except (SyntaxError, SyntaxWarning, DeprecationWarning) as e:
+                bad.append(f"{path.relative_to(REPO)}: {e}")
+    assert not bad, bad
 
 
 def test_stage_folders_exist_and_tests_mirror_them():

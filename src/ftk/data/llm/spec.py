@@ -1,4 +1,4 @@
-"""A synthetic-data spec (`ftk synth-data SPEC.yaml`), and the requests it makes.
+r"""A synthetic-data spec (`ftk synth-data SPEC.yaml`), and the requests it makes.
 
 ```yaml
 name: agnews_synth
