@@ -31,12 +31,11 @@ from typing import Literal
 from ftk.data.prepare import recipe_plan
 from ftk.data.sources import HUB_PREFIX, read_source
 from ftk.data.task import TaskSpec, load_task
-from ftk import llamafactory_verbosity
 from ftk.errors import FtkError
 from ftk.fileio import fds_to
 from ftk.recipe import Recipe, load_recipe
 from ftk.train import environment
-from ftk.train.llamafactory import template_names
+from ftk.train.llamafactory import llamafactory_verbosity, template_names
 
 HARDWARE_KEYS = ("bf16", "fp16", "deepspeed", "flash_attn", "quantization_bit")
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")

@@ -150,7 +150,7 @@ def test_quieting_llamafactory_leaves_the_environment_a_launched_trainer_inherit
     a trainer launched afterwards (train.log) must log at the user's level, INFO by default."""
     from transformers import AutoTokenizer
 
-    from ftk import llamafactory_verbosity
+    from ftk.train.llamafactory import llamafactory_verbosity, trainer_verbosity
 
     monkeypatch.delenv("LLAMAFACTORY_VERBOSITY", raising=False)
     tok = AutoTokenizer.from_pretrained(tiny_model)
@@ -159,7 +159,9 @@ def test_quieting_llamafactory_leaves_the_environment_a_launched_trainer_inherit
     with llamafactory_verbosity("ERROR"):
         assert os.environ["LLAMAFACTORY_VERBOSITY"] == "ERROR"
     assert "LLAMAFACTORY_VERBOSITY" not in os.environ
+    assert trainer_verbosity() == {"LLAMAFACTORY_VERBOSITY": "INFO"}
     monkeypatch.setenv("LLAMAFACTORY_VERBOSITY", "DEBUG")  # the user's own choice wins and stays
     with llamafactory_verbosity("ERROR"):
         assert os.environ["LLAMAFACTORY_VERBOSITY"] == "DEBUG"
     assert os.environ["LLAMAFACTORY_VERBOSITY"] == "DEBUG"
+    assert trainer_verbosity() == {"LLAMAFACTORY_VERBOSITY": "DEBUG"}

@@ -2,7 +2,35 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from typing import Any
+
+VERBOSITY_ENV = "LLAMAFACTORY_VERBOSITY"
+
+
+@contextlib.contextmanager
+def llamafactory_verbosity(level: str) -> Iterator[None]:
+    """LLaMA-Factory imported at `level` unless the user chose one; the environment restored after.
+
+    LLaMA-Factory reads the variable once, when its first logger is made, so ftk's own process
+    (validation, prompt fitting) stays quiet while a trainer launched later inherits the user's
+    environment (`trainer_verbosity`).
+    """
+    before = os.environ.get(VERBOSITY_ENV)
+    if before is None:
+        os.environ[VERBOSITY_ENV] = level
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(VERBOSITY_ENV, None)
+
+
+def trainer_verbosity() -> dict[str, str]:
+    """The launched trainer's setting: the user's level, else INFO, so train.log holds the whole output."""
+    return {VERBOSITY_ENV: os.environ.get(VERBOSITY_ENV) or "INFO"}
 
 
 def render_train_args(recipe, *, dataset_dir: str, train_dataset: str, output_dir: str,

@@ -34,7 +34,7 @@ FRAMING_BYTES = 512
 
 def load_template(tokenizer, name: str):
     """LLaMA-Factory's template object (its INFO lines kept off ftk's terminal)."""
-    from ftk import llamafactory_verbosity
+    from ftk.train.llamafactory import llamafactory_verbosity
 
     with llamafactory_verbosity("WARN"):
         from llamafactory.data.template import get_template_and_fix_tokenizer

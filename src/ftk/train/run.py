@@ -24,6 +24,7 @@ from ftk.errors import FtkError
 from ftk.fileio import output_to, write_json
 from ftk.recipe import Recipe
 from ftk.train import launch, runs
+from ftk.train.llamafactory import trainer_verbosity
 from ftk.train.lossplot import plot_loss, read_log
 from ftk.train.plan import (
     DEEPSPEED_NAME,
@@ -108,8 +109,7 @@ def _env_for(recipe: Recipe, run_dir: Path) -> dict[str, str]:
             extra["WANDB_PROJECT"] = recipe.tracking.project
         if not os.environ.get("WANDB_API_KEY"):
             extra["WANDB_MODE"] = "offline"
-    # train.log: LLaMA-Factory's whole output unless the user asked for less
-    extra["LLAMAFACTORY_VERBOSITY"] = os.environ.get("LLAMAFACTORY_VERBOSITY") or "INFO"
+    extra.update(trainer_verbosity())
     return launch.launch_env(extra)
 
 
