@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from pydantic import ValidationError
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 
 
 class FtkError(Exception):

@@ -18,7 +18,7 @@ from ftk.cli import train_cmds  # noqa: F401
 from ftk.cli import eval_cmds  # noqa: F401
 from ftk.cli import study_cmds  # noqa: F401
 # isort: on
-from ftk.errors import EXIT_USER_ERROR, FtkError
+from ftk.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, FtkError
 
 
 @app.command("demo")
@@ -51,7 +51,9 @@ def main(argv: list[str] | None = None) -> None:
 
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="ftk", standalone_mode=False)
+        # Not standalone, click RETURNS the code of a `typer.Exit` (a failed trainer's, 130 for Ctrl-C,
+        # which typer turns into Exit(130)) instead of exiting: pass it on, or every failure exits 0.
+        code = command.main(args=argv, prog_name="ftk", standalone_mode=False)
     except FtkError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
@@ -69,10 +71,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(code)
     except typer.Abort:
         print("error: aborted", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        sys.exit(130)
+        code = EXIT_INTERRUPTED
+    if type(code) is int and code != 0:  # a command's own return value is None
+        if code == EXIT_INTERRUPTED:
+            print("error: interrupted", file=sys.stderr)
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -167,7 +167,8 @@ def _run_stages(plans: list[StagePlan], manifest: dict, run_dir: Path, env: dict
             runs.write_manifest(run_dir, manifest)
             if not verbose:
                 print_failure(f"stage {p.name}", log, rc)
-            raise TrainingFailed(f"training failed with exit code {rc}; log: {log}", rc)
+            what = "training interrupted" if rc == 130 else f"training failed with exit code {rc}"
+            raise TrainingFailed(f"{what}; log: {log}", rc)
         method_file = p.dir / "model" / "ftk_method.json"
         if method_file.is_file():  # ftk's trainer: class weights, trainable parameters
             st["method"] = json.loads(method_file.read_text(encoding="utf-8"))

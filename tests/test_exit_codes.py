@@ -1,0 +1,85 @@
+"""Every failure exits non-zero through the installed `ftk` console script, as a scheduler, a Makefile
+or CI sees it: a user error 2, a failed trainer or export its own code, Ctrl-C 130 (issue 22).
+
+These run the real script (not `ftk_here`): the exit code is the process's own."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run_ftk
+
+pytestmark = pytest.mark.slow
+FTK = Path(sys.executable).parent / "ftk"
+
+
+@pytest.fixture(scope="module")
+def broken_run(tmp_path_factory, demo_run) -> Path:
+    """A copy of the demo run whose weights are not a safetensors file any more."""
+    _, run_dir, _ = demo_run
+    copy = tmp_path_factory.mktemp("broken") / run_dir.name
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("eval-*", "export-*"))
+    manifest = copy / "manifest.json"
+    manifest.write_text(manifest.read_text().replace(str(run_dir), str(copy)))
+    (copy / "model" / "model.safetensors").write_bytes(b"these are not weights\n" * 100)
+    return copy
+
+
+def _recipe(tmp: Path, demo_run, model: Path, name: str) -> Path:
+    demo_tmp, _, _ = demo_run
+    r = tmp / f"{name}.yaml"
+    r.write_text(f"extends: {demo_tmp / 'recipe.yaml'}\nname: {name}\nmodel: {{name_or_path: {model}}}\n"
+                 f"runs_dir: {tmp / 'runs'}\n")
+    return r
+
+
+def test_bad_recipe_exits_2(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"extends: {REPO / 'configs' / 'agnews_tiny_cpu.yaml'}\ntrain: {{learning_rate: -1}}\n")
+    proc = run_ftk("train", bad, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "learning_rate" in proc.stderr
+
+
+def test_failed_training_exits_with_the_trainers_code(tmp_path, demo_run, broken_run):
+    proc = run_ftk("train", _recipe(tmp_path, demo_run, broken_run / "model", "fails"), cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "training failed with exit code 1" in proc.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "failed"
+
+
+def test_failed_eval_exits_nonzero_and_writes_no_metrics(broken_run):
+    proc = run_ftk("eval", broken_run)
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    assert not (broken_run / "eval-test" / "metrics.json").exists()
+
+
+def test_failed_export_exits_with_the_exporters_code(broken_run):
+    proc = run_ftk("export", broken_run)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "export failed with exit code 1" in proc.stderr
+
+
+def test_ctrl_c_during_training_exits_130(tmp_path, demo_run, tiny_model):
+    recipe = _recipe(tmp_path, demo_run, tiny_model, "interrupted")
+    proc = subprocess.Popen([str(FTK), "train", str(recipe), "train.max_steps=100000"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if list((tmp_path / "runs").glob("*/model/trainer_log.jsonl")):  # the trainer is stepping
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: the whole foreground process group
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out[-2000:] + err[-2000:]
+    assert "interrupted" in err
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "failed"
