@@ -73,6 +73,20 @@ def test_score_ner_kind():
     assert m["invalid"] == 1 and rows[1]["invalid"] and rows[0]["correct"]
 
 
+def test_unparseable_output_on_a_sentence_without_entities_is_wrong():
+    """Its all-O stand-in would match the gold tags; an unparseable output still counts as wrong."""
+    task = load_task("bionlp2004")
+    recs = [{"id": "a", "instruction": "x", "input": "the cells", "output": "", "tokens": ["the", "cells"],
+             "tags": ["O", "O"]},
+            {"id": "b", "instruction": "x", "input": "and then", "output": "", "tokens": ["and", "then"],
+             "tags": ["O", "O"]}]
+    preds = {"a": {"predict": "garbage"}, "b": {"predict": "none"}}
+    m, rows = score(task, recs, preds)
+    assert rows[0]["invalid"] and not rows[0]["correct"]
+    assert not rows[1]["invalid"] and rows[1]["correct"]
+    assert m["invalid"] == 1 and m["sentence_exact_match"] == 0.5
+
+
 def test_score_shopbench_kind():
     recs = [
         {"id": "1", "instruction": "q", "input": "", "task_type": "multiple-choice", "metric": "accuracy", "gold": 2},

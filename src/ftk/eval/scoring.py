@@ -84,7 +84,10 @@ def score_ner(task: TaskSpec, records: list[dict], preds: dict[str, dict]) -> tu
             invalid += 1
         gold_tags.append(r["tags"])
         pred_tags.append(tags)
-        rows.append(_row(r, text, spans.target_for_tags(r["tokens"], tags), tags == r["tags"], not parsed.valid))
+        # An unparseable output is wrong, even on a sentence without entities (its all-O stand-in for
+        # seqeval would otherwise match): per-item scores and the exact-match rate count it as wrong.
+        rows.append(_row(r, text, spans.target_for_tags(r["tokens"], tags), parsed.valid and tags == r["tags"],
+                         not parsed.valid))
     metrics = M.ner_metrics(gold_tags, pred_tags)
     n = len(records)
     metrics.update({"invalid": invalid, "invalid_rate": invalid / n if n else 0.0,
