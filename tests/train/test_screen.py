@@ -76,6 +76,24 @@ def test_loss_plot_from_trainer_log(tmp_path):
     assert ema([1.0, 1.0, 1.0], 0.9) == pytest.approx([1.0, 1.0, 1.0])  # bias-corrected
 
 
+def test_closing_row_without_loss_keeps_the_last_loss(tmp_path):
+    """LLaMA-Factory ends trainer_log.jsonl with a row for the last step that has no loss: the summary,
+    the plot and the checkpoint curve keep that step's logged loss (it used to be replaced)."""
+    from ftk.train.run import _loss_summary
+
+    path = tmp_path / "trainer_log.jsonl"
+    rows = [{"current_steps": 10, "total_steps": 20, "loss": 6.8656, "lr": 1e-3},
+            {"current_steps": 20, "total_steps": 20, "loss": 1.8865, "lr": 1e-5},
+            {"current_steps": 20, "total_steps": 20, "epoch": 1.0, "percentage": 100.0}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    log = read_log(path)
+    assert [(r["current_steps"], r["loss"]) for r in log] == [(10, 6.8656), (20, 1.8865)]
+    assert _loss_summary(path) == ", 20 steps, loss 6.8656 -> 1.8865"
+    one = tmp_path / "one.jsonl"  # a run with one logged step still gets its plot
+    one.write_text("".join(json.dumps(r) + "\n" for r in rows[1:]))
+    assert plot_loss(one, tmp_path / "one.png", "one step").stat().st_size > 5_000
+
+
 def test_fa2_with_transformers_560_is_refused(monkeypatch):
     from ftk.validate import validate_recipe
 

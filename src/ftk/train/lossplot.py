@@ -12,7 +12,9 @@ from ftk.fileio import atomic_open
 
 
 def read_log(path: str | Path) -> list[dict]:
-    """trainer_log.jsonl rows, one per step (a resumed run logs some steps twice: the last wins)."""
+    """trainer_log.jsonl rows, one per (step, train|eval). Rows of the same step merge, the later one's
+    values winning: a resumed run logs some steps twice, and LLaMA-Factory's closing row repeats the
+    last step without its loss, which must not erase it."""
     by_step: dict[tuple[int, str], dict] = {}
     path = Path(path)
     if not path.is_file():
@@ -24,7 +26,8 @@ def read_log(path: str | Path) -> list[dict]:
             continue
         if isinstance(row, dict) and "current_steps" in row:
             kind = "eval" if "eval_loss" in row else "train"
-            by_step[(int(row["current_steps"]), kind)] = row
+            key = (int(row["current_steps"]), kind)
+            by_step[key] = {**by_step.get(key, {}), **{k: v for k, v in row.items() if v is not None}}
     return [by_step[k] for k in sorted(by_step)]
 
 
@@ -53,7 +56,8 @@ def plot_loss(trainer_log: str | Path, out_png: str | Path, title: str) -> Path 
     fig, ax = plt.subplots(figsize=(8, 4.8))
     if train:
         steps, losses = zip(*train)
-        ax.plot(steps, losses, color="tab:blue", alpha=0.3, linewidth=1, label="train loss")
+        ax.plot(steps, losses, color="tab:blue", alpha=0.3, linewidth=1, label="train loss",
+                marker="o" if len(losses) < 3 else None)  # one or two logged steps draw no line
         if len(losses) >= 5:
             alpha = min(0.95, max(0.6, 1 - 10 / len(losses)))
             ax.plot(steps, ema(list(losses), alpha), color="tab:blue", linewidth=2,
