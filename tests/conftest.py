@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
+import traceback
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
@@ -29,6 +32,38 @@ def run_ftk(*args: str, cwd: Path | None = None, timeout: int = 600) -> subproce
                           timeout=timeout)
 
 
+def ftk_here(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run `ftk ARGS` inside the test process, as `run_ftk` does outside it, with the same result
+    (exit code, stdout, stderr). torch, transformers and LLaMA-Factory are then imported once per
+    session instead of once per command (8-10 s each). The environment, working directory and
+    argv are restored afterwards, so one command cannot leak into the next. Whatever a process must
+    show by itself (the console script's exit codes, kill -9, Ctrl-C) stays with `run_ftk`."""
+    from ftk.cli.main import main
+
+    argv = [str(a) for a in args]
+    env, here, sys_argv = dict(os.environ), os.getcwd(), sys.argv
+    out, err = (io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True) for _ in range(2))
+    code = 0
+    try:
+        os.chdir(cwd or REPO)
+        sys.argv = ["ftk", *argv]
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                main(argv)
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            except BaseException:  # what an uncaught exception does to a process: traceback, exit 1
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.chdir(here)
+        sys.argv = sys_argv
+        os.environ.clear()
+        os.environ.update(env)
+    text = [f.buffer.getvalue().decode("utf-8", "replace") for f in (out, err)]
+    return subprocess.CompletedProcess(["ftk", *argv], code, text[0], text[1])
+
+
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory) -> Path:
     from ftk.data.synth import write_dataset
@@ -46,3 +81,41 @@ def tiny_model(tmp_path_factory, synth_dir) -> Path:
     out = tmp_path_factory.mktemp("models") / "tiny"
     build_tiny_model(out, iter_lines([synth_dir / "train.csv"]))
     return out
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory, synth_dir, tiny_model):
+    """One real training of the demo recipe on the synthetic data, shared by every test that needs a
+    trained causal-LM run (eval, choice, resume, shards, compare, LLaMA-Factory parity, the screen).
+    120 steps: enough for >= 0.9 accuracy on the keyword-separable synthetic classes."""
+    tmp = tmp_path_factory.mktemp("demo")
+    recipe = tmp / "recipe.yaml"
+    recipe.write_text(
+        f"extends: {REPO / 'configs' / 'agnews_tiny_cpu.yaml'}\n"
+        "name: e2e\n"
+        f"data: {{train: {synth_dir / 'train.csv'}, test: {synth_dir / 'test.csv'},"
+        f" prepared_dir: {tmp / 'prepared'}}}\n"
+        f"model: {{name_or_path: {tiny_model}}}\n"
+        f"runs_dir: {tmp / 'runs'}\n"
+        "train: {max_steps: 120}\n")
+    proc = ftk_here("train", recipe, cwd=tmp)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (run_dir,) = (tmp / "runs").iterdir()
+    return tmp, run_dir, proc
+
+
+@pytest.fixture(scope="session")
+def twin_models(tmp_path_factory) -> Path:
+    """Where the CPU twins' tiny models live for the session: a twin builds its model on first use
+    (`model.tiny`) and every later test of a twin with the same model name reuses it, as the shipped
+    recipes share `data/models/<name>` by design (same train file, same spec)."""
+    return tmp_path_factory.mktemp("twin-models")
+
+
+def twin_overrides(recipe: Path, tmp: Path, models: Path, *extra: str) -> list[str]:
+    """Command-line overrides that run a shipped twin in `tmp`, with its model shared from `models`."""
+    from ftk.recipe import load_recipe
+
+    name = Path(load_recipe(recipe, []).stage_recipes()[0][1].model.name_or_path).name
+    return [f"runs_dir={tmp / 'runs'}", f"model.name_or_path={models / name}",
+            f"data.prepared_dir={tmp / 'prepared'}", *extra]

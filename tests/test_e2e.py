@@ -1,4 +1,5 @@
-"""Real LLaMA-Factory training + ftk eval on the tiny model, through the `ftk` command (minutes)."""
+"""Real LLaMA-Factory training + ftk eval on the tiny model, through ftk's command line (one shared demo
+run, `demo_run` in conftest, feeds every test here but the support-ticket one)."""
 
 import csv
 import json
@@ -8,32 +9,14 @@ import sys
 import pytest
 import yaml
 
-from conftest import REPO, run_ftk
+from conftest import REPO, ftk_here
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, synth_dir, tiny_model):
-    """One real training run of the demo recipe on the synthetic data, shared by the tests below."""
-    tmp = tmp_path_factory.mktemp("e2e")
-    recipe = tmp / "recipe.yaml"
-    recipe.write_text(
-        f"extends: {REPO / 'configs' / 'agnews_tiny_cpu.yaml'}\n"
-        "name: e2e\n"
-        f"data: {{train: {synth_dir / 'train.csv'}, test: {synth_dir / 'test.csv'},"
-        f" prepared_dir: {tmp / 'prepared'}}}\n"
-        f"model: {{name_or_path: {tiny_model}}}\n"
-        f"runs_dir: {tmp / 'runs'}\n")
-    proc = run_ftk("train", recipe, cwd=tmp)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    (run_dir,) = (tmp / "runs").iterdir()
-    return tmp, run_dir, proc
-
-
-def test_training_screen_is_short_and_train_log_is_whole(trained):
+def test_training_screen_is_short_and_train_log_is_whole(demo_run):
     """`ftk train` in a log (no TTY): a handful of ftk lines; LLaMA-Factory's output is in train.log."""
-    tmp, run_dir, proc = trained
+    tmp, run_dir, proc = demo_run
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
     assert len(lines) <= 15, lines
     assert sum(line.startswith("main: step ") for line in lines) >= 3  # progress lines, read from trainer_log
@@ -43,8 +26,8 @@ def test_training_screen_is_short_and_train_log_is_whole(trained):
     assert (run_dir / "loss.png").stat().st_size > 10_000
 
 
-def test_train_then_eval_end_to_end(trained):
-    tmp, run_dir, _ = trained
+def test_train_then_eval_end_to_end(demo_run):
+    tmp, run_dir, _ = demo_run
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "finished" and manifest["exit_code"] == 0
     assert manifest["argv"][:3] == ["python", "-m", "llamafactory.launcher"]
@@ -55,12 +38,14 @@ def test_train_then_eval_end_to_end(trained):
     losses = [e["loss"] for e in log if "loss" in e]
     assert len(losses) >= 10 and losses[-1] < losses[0] / 2
 
-    proc = run_ftk("eval", run_dir, cwd=tmp)
+    proc = ftk_here("eval", run_dir, cwd=tmp)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = run_dir / "eval-test"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n"] == 200
-    assert metrics["accuracy"] >= 0.9, metrics["accuracy"]
+    # Generative SFT learns: CHANCE is 0.25 (4 classes, 50 rows each); the run scores >= 0.9.
+    chance = 0.25
+    assert metrics["accuracy"] >= chance + 0.65, metrics["accuracy"]
     for key in ("macro_f1", "micro_f1", "weighted_f1", "mcc", "invalid_rate", "per_class", "confusion", "ci95"):
         assert key in metrics
     assert metrics["confusion"]["columns"][-1] == "[invalid]"
@@ -71,21 +56,21 @@ def test_train_then_eval_end_to_end(trained):
     assert len(preds) == 200 and len({p["id"] for p in preds}) == 200
 
     # A second eval resumes: nothing left to generate, same metrics, no duplicate rows.
-    proc = run_ftk("eval", run_dir, cwd=tmp)
+    proc = ftk_here("eval", run_dir, cwd=tmp)
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = json.loads((out / "metrics.json").read_text())
     assert again["accuracy"] == metrics["accuracy"]
     assert len((out / "predictions.jsonl").read_text().splitlines()) == 200
 
 
-def test_llamafactory_predictions_scored_like_ftk_eval(trained):
+def test_llamafactory_predictions_scored_like_ftk_eval(demo_run):
     """LLaMA-Factory's own predict (greedy) -> generated_predictions.jsonl -> ftk eval --predictions."""
     from ftk.train.llamafactory import render_predict_args
 
-    tmp, run_dir, _ = trained
+    tmp, run_dir, _ = demo_run
     out = run_dir / "eval-test"
     if not (out / "metrics.json").exists():
-        assert run_ftk("eval", run_dir, cwd=tmp).returncode == 0
+        assert ftk_here("eval", run_dir, cwd=tmp).returncode == 0
     ours = json.loads((out / "metrics.json").read_text())
     args = render_predict_args(model_name_or_path=str(run_dir / "model"), template="llama3",
                                dataset_dir=str(tmp / "prepared"), eval_dataset="agnews_test",
@@ -96,7 +81,7 @@ def test_llamafactory_predictions_scored_like_ftk_eval(trained):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lf_file = tmp / "lf_predict" / "generated_predictions.jsonl"
-    proc = run_ftk("eval", "--predictions", lf_file, "--task", "agnews", "--data", tmp / "prepared",
+    proc = ftk_here("eval", "--predictions", lf_file, "--task", "agnews", "--data", tmp / "prepared",
                    "--out", tmp / "lf_eval")
     assert proc.returncode == 0, proc.stderr[-3000:]
     theirs = json.loads((tmp / "lf_eval" / "metrics.json").read_text())
@@ -134,12 +119,13 @@ def test_support_ticket_task_end_to_end_without_python(tmp_path, tiny_model):
         "extends": str(REPO / "configs" / "agnews_tiny_cpu.yaml"), "name": "tickets", "task": str(task_yaml),
         "data": {"train": str(tmp_path / "train.csv"), "test": str(tmp_path / "test.csv"),
                  "prepared_dir": str(tmp_path / "prepared"), "prompt_version": "short"},
-        "model": {"name_or_path": str(tiny_model)}, "runs_dir": str(tmp_path / "runs")}))
-    assert run_ftk("validate", recipe, cwd=tmp_path).returncode == 0
-    proc = run_ftk("prepare", recipe, cwd=tmp_path)
+        "model": {"name_or_path": str(tiny_model)}, "runs_dir": str(tmp_path / "runs"),
+        "train": {"max_steps": 100}}))
+    assert ftk_here("validate", recipe, cwd=tmp_path).returncode == 0
+    proc = ftk_here("prepare", recipe, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "train: 2000 rows" in proc.stdout and "politics" in proc.stdout
-    proc = run_ftk("train", recipe, cwd=tmp_path)
+    proc = ftk_here("train", recipe, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert (run_dir / "task.yaml").read_text() == task_yaml.read_text()
@@ -149,29 +135,29 @@ def test_support_ticket_task_end_to_end_without_python(tmp_path, tiny_model):
     # evaluates with its own copy.
     task_yaml.rename(tmp_path / "moved.yaml")
     task_yaml.write_text("name: tickets\nkind: classification\nlabels: [a, b]\nsources: {}\n")
-    proc = run_ftk("eval", run_dir, cwd=tmp_path)
+    proc = ftk_here("eval", run_dir, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads((run_dir / "eval-test" / "metrics.json").read_text())
     assert m["task"] == "tickets" and m["n"] == 200
     assert set(m["per_class"]) == {"politics", "sport", "money", "tech"}
-    assert m["accuracy"] >= 0.8, m["accuracy"]
+    assert m["accuracy"] >= 0.8, m["accuracy"]  # CHANCE 0.25: four queues, about 50 tickets each
     preds = [json.loads(line) for line in (run_dir / "eval-test" / "predictions.jsonl").open()]
     assert preds[0]["source_id"] == "T-test-1000" and len({p["source_id"] for p in preds}) == 200
     assert all(e["source_id"].startswith("T-test-") for e in map(json.loads, (run_dir / "eval-test" / "errors.jsonl").open()))
 
-    proc = run_ftk("eval", run_dir, "--mode", "choice", cwd=tmp_path)
+    proc = ftk_here("eval", run_dir, "--mode", "choice", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    proc = run_ftk("compare", run_dir / "eval-test", run_dir / "eval-test-choice", "--out", tmp_path / "cmp", cwd=tmp_path)
+    proc = ftk_here("compare", run_dir / "eval-test", run_dir / "eval-test-choice", "--out", tmp_path / "cmp", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "McNemar" in proc.stdout and json.loads((tmp_path / "cmp" / "compare.json").read_text())["task"] == "tickets"
-    proc = run_ftk("runs", tmp_path / "runs", cwd=tmp_path)
+    proc = ftk_here("runs", tmp_path / "runs", cwd=tmp_path)
     assert proc.returncode == 0 and "finished" in proc.stdout and "accuracy" in proc.stdout
 
 
-def test_choice_mode_agrees_with_generate_and_saves_probabilities(trained):
-    tmp, run_dir, _ = trained
-    assert run_ftk("eval", run_dir, cwd=tmp).returncode == 0
-    proc = run_ftk("eval", run_dir, "--mode", "choice", cwd=tmp)
+def test_choice_mode_agrees_with_generate_and_saves_probabilities(demo_run):
+    tmp, run_dir, _ = demo_run
+    assert ftk_here("eval", run_dir, cwd=tmp).returncode == 0
+    proc = ftk_here("eval", run_dir, "--mode", "choice", cwd=tmp)
     assert proc.returncode == 0, proc.stderr[-3000:]
     gen = {json.loads(l)["id"]: json.loads(l) for l in (run_dir / "eval-test" / "predictions.jsonl").open()}
     cho = {json.loads(l)["id"]: json.loads(l) for l in (run_dir / "eval-test-choice" / "predictions.jsonl").open()}
@@ -185,16 +171,16 @@ def test_choice_mode_agrees_with_generate_and_saves_probabilities(trained):
         assert sum(row["label_probs"].values()) == pytest.approx(1.0, abs=1e-4)
 
 
-def test_killed_eval_resumes_without_duplicates_or_gaps(trained, tmp_path):
+def test_killed_eval_resumes_without_duplicates_or_gaps(demo_run, tmp_path):
     import os
     import signal
     import time
     from pathlib import Path
 
-    _, run_dir, _ = trained
+    _, run_dir, _ = demo_run
     out = tmp_path / "ev"
     ref_out = tmp_path / "ref"
-    assert run_ftk("eval", run_dir, "--out", ref_out).returncode == 0
+    assert ftk_here("eval", run_dir, "--out", ref_out).returncode == 0
     exe = Path(sys.executable).parent / "ftk"
     proc = subprocess.Popen([str(exe), "eval", str(run_dir), "--out", str(out), "--batch-size", "1"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -209,7 +195,7 @@ def test_killed_eval_resumes_without_duplicates_or_gaps(trained, tmp_path):
     n_killed = len(preds.read_text().splitlines())
     assert 3 <= n_killed < 200, n_killed  # really killed mid-way
     assert not (out / "metrics.json").exists()
-    assert run_ftk("eval", run_dir, "--out", out).returncode == 0
+    assert ftk_here("eval", run_dir, "--out", out).returncode == 0
     ids = [json.loads(l)["id"] for l in preds.read_text().splitlines()]
     assert len(ids) == 200 and len(set(ids)) == 200
     ref = json.loads((ref_out / "metrics.json").read_text())
@@ -218,10 +204,10 @@ def test_killed_eval_resumes_without_duplicates_or_gaps(trained, tmp_path):
         assert got[key] == ref[key]
 
 
-def test_two_shards_give_the_same_predictions(trained, tmp_path):
-    _, run_dir, _ = trained
-    assert run_ftk("eval", run_dir, "--out", tmp_path / "one", "--shards", "1").returncode == 0
-    proc = run_ftk("eval", run_dir, "--out", tmp_path / "two", "--shards", "2")
+def test_two_shards_give_the_same_predictions(demo_run, tmp_path):
+    _, run_dir, _ = demo_run
+    assert ftk_here("eval", run_dir, "--out", tmp_path / "one", "--shards", "1").returncode == 0
+    proc = ftk_here("eval", run_dir, "--out", tmp_path / "two", "--shards", "2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     one = [json.loads(l) for l in (tmp_path / "one" / "predictions.jsonl").open()]
     two = [json.loads(l) for l in (tmp_path / "two" / "predictions.jsonl").open()]

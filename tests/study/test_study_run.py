@@ -4,6 +4,7 @@ a checkpoint curve whose last row is the run's own eval, and the t-SNE plots."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, run_ftk
+from conftest import REPO, ftk_here
 
 pytestmark = pytest.mark.slow
 FTK = Path(sys.executable).parent / "ftk"
@@ -28,7 +29,7 @@ def study_file(tmp_path_factory, synth_dir, tiny_model):
         "data": {"train": str(synth_dir / "train.csv"), "test": str(synth_dir / "test.csv"),
                  "prepared_dir": str(tmp / "prepared")},
         "model": {"name_or_path": str(tiny_model)},
-        "train": {"max_steps": 40, "save_steps": 10, "logging_steps": 10},
+        "train": {"max_steps": 20, "save_steps": 5, "logging_steps": 5},
         "eval": {"limit": 100}}))
     study = tmp / "study.yaml"
     study.write_text(yaml.safe_dump({"name": "lr_tiny", "recipe": str(recipe), "base": True,
@@ -39,10 +40,16 @@ def study_file(tmp_path_factory, synth_dir, tiny_model):
 @pytest.fixture(scope="module")
 def finished(study_file):
     out = study_file.parent / "uninterrupted"
-    proc = subprocess.run([str(FTK), "study", "run", str(study_file), "--out", str(out)], capture_output=True,
-                          text=True, timeout=1500, cwd=study_file.parent)
+    proc = ftk_here("study", "run", study_file, "--out", out, cwd=study_file.parent)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out, proc
+
+
+def _state(out: Path, prefix: str) -> dict:
+    """A finished trial's state, its folders resolved as the report resolves them."""
+    from ftk.study.state import load_states
+
+    return next(st for st in load_states(out) if st["id"].startswith(prefix))
 
 
 def _values(report):
@@ -70,37 +77,47 @@ def test_table_has_four_rows_cis_pvalues_and_a_plot(finished):
 
 def test_base_model_is_near_chance_with_invalid_counted(finished):
     out, _ = finished
-    base = json.loads((out / "trials" / "base.json").read_text())
+    base = _state(out, "base")
     m = json.loads(Path(base["eval_dir"], "metrics.json").read_text())
     assert m["base"] is True and m["n"] == 100  # every row, invalid ones included
     scores = [json.loads(line) for line in Path(base["eval_dir"], "scores.jsonl").open()]
     assert len(scores) == 100 and m["accuracy"] == sum(s["correct"] for s in scores) / 100
     assert m["accuracy"] < 0.45 and m["invalid"] == sum(s["invalid"] for s in scores)
-    trial = json.loads(next((out / "trials").glob("t00-*.json")).read_text())
-    proc = run_ftk("compare", base["eval_dir"], trial["eval_dir"])
+    trial = _state(out, "t00-")
+    proc = ftk_here("compare", base["eval_dir"], trial["eval_dir"])
     assert proc.returncode == 0 and "McNemar" in proc.stdout and "Paired bootstrap" in proc.stdout
 
 
-def test_killed_study_resumes_with_only_the_missing_trials_and_the_same_table(study_file, finished):
+def test_killed_study_resumes_with_only_the_missing_trials_and_the_same_table(study_file, finished, tmp_path):
+    """A copy of the finished study loses its last two trials (state files and run folders); a re-run
+    is killed (kill -9) in the middle of the first of them, once its trainer has saved a checkpoint; the
+    next run trains only the missing trials and gives the uninterrupted table."""
     ref_out, _ = finished
-    out = study_file.parent / "interrupted"
+    out = tmp_path / "interrupted"
+    shutil.copytree(ref_out, out)
+    lost = sorted(p.stem for p in (out / "trials").glob("t*.json"))[-2:]
+    for tid in lost:
+        (out / "trials" / f"{tid}.json").unlink()
+        for run in (out / "runs").glob(f"lr_tiny-{tid}-*"):
+            shutil.rmtree(run)
+    (out / "report.json").unlink()
+    runs_before = {p.name for p in (out / "runs").iterdir()}
     proc = subprocess.Popen([str(FTK), "study", "run", str(study_file), "--out", str(out)], cwd=study_file.parent,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 900
-    while time.time() < deadline and proc.poll() is None and len(list(out.glob("trials/*.json"))) < 2:
-        time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)  # the base row and the first trial are done
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and \
+            not list(out.glob(f"runs/lr_tiny-{lost[0]}-*/model/checkpoint-*/trainer_state.json")):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # mid-trial: its run folder is half written
     proc.wait()
-    done = sorted(p.stem for p in out.glob("trials/*.json"))
-    assert len(done) == 2 and not (out / "report.json").exists(), done
-    runs_before = sorted(p.name for p in (out / "runs").iterdir())
-    rerun = subprocess.run([str(FTK), "study", "run", str(study_file), "--out", str(out)], capture_output=True,
-                           text=True, timeout=1500, cwd=study_file.parent)
+    assert list(out.glob(f"runs/lr_tiny-{lost[0]}-*")), "the killed trial had not started"
+    assert not (out / "trials" / f"{lost[0]}.json").exists() and not (out / "report.json").exists()
+    killed = {p.name for p in (out / "runs").iterdir()} - runs_before
+    rerun = ftk_here("study", "run", study_file, "--out", out, cwd=study_file.parent)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "2 of 4 trial(s) already done" in rerun.stdout
-    new_runs = sorted(set(p.name for p in (out / "runs").iterdir()) - set(runs_before))
-    finished_ids = {d for d in done}
-    assert not any(any(n.startswith(f"lr_tiny-{d}-") for d in finished_ids) for n in new_runs), new_runs
+    new_runs = {p.name for p in (out / "runs").iterdir()} - runs_before - killed
+    assert sorted(n.split("-")[1] for n in new_runs) == sorted(t.split("-")[0] for t in lost), new_runs
     ref = json.loads((ref_out / "report.json").read_text())
     got = json.loads((out / "report.json").read_text())
     assert _values(got) == _values(ref)  # same seeds, same metrics on CPU
@@ -108,29 +125,46 @@ def test_killed_study_resumes_with_only_the_missing_trials_and_the_same_table(st
 
 def test_checkpoint_curve_last_row_equals_the_runs_eval(finished):
     out, _ = finished
-    trial = json.loads(next((out / "trials").glob("t00-*.json")).read_text())
+    trial = _state(out, "t00-")
     run = Path(trial["run_dir"])
-    proc = run_ftk("eval", run, "--checkpoints", "all")
+    proc = ftk_here("eval", run, "--checkpoints", "all")
     assert proc.returncode == 0, proc.stderr[-3000:]
     curve = json.loads((run / "curve-test" / "curve.json").read_text())
-    assert [r["step"] for r in curve["rows"]] == [10, 20, 30, 40]
+    assert [r["step"] for r in curve["rows"]] == [5, 10, 15, 20]
     final = json.loads(Path(trial["eval_dir"], "metrics.json").read_text())
     assert curve["rows"][-1]["accuracy"] == final["accuracy"]
     assert curve["rows"][-1]["train_loss"] is not None
     assert (run / "curve-test" / "curve.png").stat().st_size > 10_000
-    assert (run / "eval-test-ckpt20" / "metrics.json").is_file()
+    assert (run / "eval-test-ckpt10" / "metrics.json").is_file()
 
 
 def test_tsne_plots(finished):
     out, _ = finished
-    trial = json.loads(next((out / "trials").glob("t00-*.json")).read_text())
-    proc = run_ftk("embed", trial["run_dir"])
+    trial = _state(out, "t00-")
+    proc = ftk_here("embed", trial["run_dir"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     emb = Path(trial["run_dir"]) / "embed-test"
     assert (emb / "tsne_by_label.png").stat().st_size > 10_000 and (emb / "tsne_by_correct.png").is_file()
     rows = (emb / "points.csv").read_text().splitlines()[1:]
     assert len(rows) == 100 and all(r.rsplit(",", 1)[1] in ("0", "1") for r in rows)  # the rows eval scored
-    proc = run_ftk("embed", trial["run_dir"], "--limit", "150")  # past the evaluated rows: "not evaluated"
+    proc = ftk_here("embed", trial["run_dir"], "--limit", "150")  # past the evaluated rows: "not evaluated"
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = (emb / "points.csv").read_text().splitlines()[1:]
     assert len(rows) == 150 and sum(r.endswith(",") for r in rows) == 50
+
+
+def test_a_moved_study_folder_reports_from_any_directory(finished, tmp_path):
+    """Trial files keep their folders relative to the study folder: moved elsewhere and reported from
+    an unrelated working directory, the table is the same."""
+    out, _ = finished
+    moved = tmp_path / "elsewhere" / "study"
+    moved.parent.mkdir()
+    ref = _values(json.loads((out / "report.json").read_text()))
+    out.rename(moved)
+    try:
+        proc = ftk_here("study", "report", moved, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        assert _values(json.loads((moved / "report.json").read_text())) == ref
+        assert json.loads((moved / "trials" / "base.json").read_text())["run_dir"].startswith("runs/")
+    finally:
+        moved.rename(out)

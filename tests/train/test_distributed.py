@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_ftk
+from conftest import REPO, ftk_here
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ def _only_run(tmp_path, name):
 
 def test_ddp_two_processes_gloo(tmp_path, synth_dir, tiny_model):
     r = _recipe(tmp_path, synth_dir, tiny_model, "ddp", "distributed: {nproc_per_node: 2}\ntrain: {max_steps: 8}\n")
-    proc = run_ftk("train", r, cwd=tmp_path)
+    proc = ftk_here("train", r, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:]
     run_dir = _only_run(tmp_path, "ddp")
     log = (run_dir / "train.log").read_text()  # the trainer's own output goes to the log, not the terminal
@@ -46,19 +46,19 @@ def test_ddp_two_processes_gloo(tmp_path, synth_dir, tiny_model):
 def test_deepspeed_zero3_on_cpu_then_eval(tmp_path, synth_dir, tiny_model):
     r = _recipe(tmp_path, synth_dir, tiny_model, "z3",
                 "distributed: {nproc_per_node: 2, deepspeed: z3}\ntrain: {max_steps: 6}\neval: {limit: 16}\n")
-    proc = run_ftk("train", r, cwd=tmp_path)
+    proc = ftk_here("train", r, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:]
     run_dir = _only_run(tmp_path, "z3")
     assert "Creating torch.float32 ZeRO stage 3 optimizer" in (run_dir / "train.log").read_text()
     assert json.loads((run_dir / "deepspeed.json").read_text())["zero_optimization"]["stage"] == 3
     assert (run_dir / "model" / "model.safetensors").is_file()  # ZeRO-3 gathered full weights
-    proc = run_ftk("eval", run_dir, cwd=tmp_path)  # a ZeRO-3-trained model evaluates like any other
+    proc = ftk_here("eval", run_dir, cwd=tmp_path)  # a ZeRO-3-trained model evaluates like any other
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads((run_dir / "eval-test" / "metrics.json").read_text())["n"] == 16
 
 
 def test_kill_after_first_checkpoint_then_resume(tmp_path, synth_dir, tiny_model):
-    r = _recipe(tmp_path, synth_dir, tiny_model, "res", "train: {max_steps: 120, save_steps: 10, logging_steps: 5}\n")
+    r = _recipe(tmp_path, synth_dir, tiny_model, "res", "train: {max_steps: 40, save_steps: 10, logging_steps: 5}\n")
     exe = Path(sys.executable).parent / "ftk"
     log = open(tmp_path / "first.log", "w")
     proc = subprocess.Popen([str(exe), "train", str(r)], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
@@ -76,11 +76,11 @@ def test_kill_after_first_checkpoint_then_resume(tmp_path, synth_dir, tiny_model
     assert ckpt is not None, (tmp_path / "first.log").read_text()[-3000:]
     run_dir = ckpt.parent.parent
     assert json.loads((run_dir / "manifest.json").read_text())["status"] == "running"  # as the crash left it
-    listing = run_ftk("runs", tmp_path / "runs", cwd=tmp_path)  # ... but its process is gone
+    listing = ftk_here("runs", tmp_path / "runs", cwd=tmp_path)  # ... but its process is gone
     assert listing.returncode == 0 and "interrupted" in listing.stdout, listing.stdout
-    assert not (run_dir / "model" / "checkpoint-120").exists()
+    assert not (run_dir / "model" / "checkpoint-40").exists()
 
-    proc = run_ftk("train", "--resume", run_dir, cwd=tmp_path)
+    proc = ftk_here("train", "--resume", run_dir, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:]
     last = max(int(p.name.split("-")[1]) for p in (run_dir / "model").glob("checkpoint-*"))
     import re
@@ -94,4 +94,4 @@ def test_kill_after_first_checkpoint_then_resume(tmp_path, synth_dir, tiny_model
     assert m["status"] == "finished" and m["resumes"][0]["from"].startswith(str(run_dir / "model" / "checkpoint-"))
     assert m["llamafactory_args"].get("resume_from_checkpoint") or m["stages"][0]["llamafactory_args"]["resume_from_checkpoint"]
     state = json.loads((run_dir / "model" / "trainer_state.json").read_text())
-    assert state["global_step"] == 120 and last == 120
+    assert state["global_step"] == 40 and last == 40

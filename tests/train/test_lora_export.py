@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conftest import REPO, run_ftk
+from conftest import REPO, ftk_here
 
 pytestmark = pytest.mark.slow
 
@@ -19,13 +19,13 @@ def test_lora_train_eval_export_best(tmp_path, synth_dir, tiny_model):
                  "method: {finetuning_type: lora, lora_rank: 8, lora_alpha: 16, lora_target: all}\n"
                  "train: {max_steps: 20, eval_steps: 5, save_steps: 5, learning_rate: 5.0e-3}\n"
                  "eval: {limit: 32}\n")
-    proc = run_ftk("train", r, cwd=tmp_path)
+    proc = ftk_here("train", r, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:]
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert (run_dir / "model" / "adapter_config.json").is_file()
     assert not (run_dir / "model" / "model.safetensors").exists()  # an adapter, not a full model
 
-    proc = run_ftk("eval", run_dir, cwd=tmp_path)
+    proc = ftk_here("eval", run_dir, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads((run_dir / "eval-test" / "metrics.json").read_text())
     assert m["n"] == 32 and m["adapter"] == str(run_dir / "model") and m["model"] == str(tiny_model)
@@ -34,7 +34,7 @@ def test_lora_train_eval_export_best(tmp_path, synth_dir, tiny_model):
     losses = {e["step"]: e["eval_loss"] for e in state["log_history"] if "eval_loss" in e}
     assert sorted(losses) == [5, 10, 15, 20]
     best = min(losses, key=losses.get)
-    proc = run_ftk("export", run_dir, "--checkpoint", "best", cwd=tmp_path)
+    proc = ftk_here("export", run_dir, "--checkpoint", "best", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert f"checkpoint {best} (eval_loss" in proc.stdout
     out = run_dir / "export-best"

@@ -18,7 +18,7 @@ from ftk.errors import FtkError
 from ftk.fileio import write_json
 from ftk.recipe import load_recipe
 from ftk.study.spec import StudySpec, as_overrides, load_study, trial_id, trial_overrides
-from ftk.study.state import is_done, state_path
+from ftk.study.state import is_done, portable, state_path
 
 
 @dataclass
@@ -71,7 +71,8 @@ def run_trial(trial: Trial, spec: StudySpec, recipe_path: Path, sdir: Path) -> d
     metrics, eval_dir = evaluate_run(run_dir, split=spec.eval.split, mode=spec.eval.mode, limit=spec.eval.limit)
     head = metrics["headline"]
     state = {"id": trial.id, "varied": trial.varied, "overrides": trial.overrides, "base": trial.base,
-             "run_dir": str(run_dir), "eval_dir": str(eval_dir), "headline": head, "value": metrics[head]}
+             "run_dir": portable(sdir, run_dir), "eval_dir": portable(sdir, eval_dir), "headline": head,
+             "value": metrics[head]}
     write_json(state_path(sdir, trial.id), state)
     print(f"[study] trial {trial.id} done: {head} {metrics[head]:.4f}", flush=True)
     return state
