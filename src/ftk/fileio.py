@@ -90,11 +90,67 @@ def staged_dir(final: str | Path) -> Iterator[Path]:
 
 def fault_point(name: str) -> None:
     """Crash-test hook: with FTK_KILL_AT=<name> in the environment this process kills itself here
-    with SIGKILL, exactly as `kill -9` would (tests use it to prove outputs stay whole)."""
+    with SIGKILL, exactly as `kill -9` would (tests use it to prove outputs stay whole); with
+    FTK_PAUSE_AT=<name>:<seconds> it sleeps here (tests use it to make a race happen every time)."""
     if os.environ.get("FTK_KILL_AT") == name:
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)
+    where, _, seconds = os.environ.get("FTK_PAUSE_AT", "").rpartition(":")
+    if where == name:
+        import time
+
+        time.sleep(float(seconds))
+
+
+_HELD: dict[str, int] = {}
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on `folder` for the block: an flock on `.<name>.lock` beside it, removed
+    again on the way out. Two ftk processes writing one folder (prepares started together, a SLURM
+    array's tasks sharing the data and the tiny model) take turns instead of removing each other's
+    work. Re-entrant within a process. (A waiter that wakes on a lock file its holder already removed
+    takes the new one, the usual protocol for removable lock files.)"""
+    import fcntl
+    import sys
+
+    folder = Path(folder)
+    key = str(folder.resolve())
+    if key in _HELD:
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    path = folder.parent / f".{folder.name}.lock"
+    said = False
+    while True:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not said:
+                print(f"[ftk] waiting: another ftk process is writing {folder}", file=sys.stderr, flush=True)
+                said = True
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # its holder removed that file: lock the current one
+    _HELD[key] = 1
+    try:
+        yield
+    finally:
+        del _HELD[key]
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.close(fd)
 
 
 @contextlib.contextmanager

@@ -5,6 +5,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,26 @@ def test_kill_9_leaves_no_partial_output_and_the_rerun_is_identical(tmp_path, sy
     assert proc.returncode == 0, proc.stderr
     assert digest(out) == reference  # byte-identical to an uninterrupted run
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared"]  # staging leftovers removed
+
+
+def test_two_prepares_into_one_folder_at_once_both_succeed(tmp_path, synth_dir, reference):
+    """The first pauses halfway through writing (its staging folder in place); the second, started then,
+    waits for it instead of removing that folder as a killed one's leftover; both finish, and the folder
+    holds the bytes of an uninterrupted run."""
+    out = tmp_path / "prepared"
+    env = dict(os.environ, FTK_PAUSE_AT="prepare:write:train:3")
+    env.pop("FTK_KILL_AT", None)
+    first = subprocess.Popen([str(FTK), "prepare", "--task", "agnews", "--train", str(synth_dir / "train.csv"),
+                              "--test", str(synth_dir / "test.csv"), "--out", str(out)], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and first.poll() is None and not list(tmp_path.glob(".prepared.staging-*")):
+        time.sleep(0.05)
+    assert first.poll() is None, first.communicate()
+    second = run_prepare(synth_dir, out)
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert second.returncode == 0, second.stderr
+    assert "waiting: another ftk process is writing" in second.stderr
+    assert digest(out) == reference
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared"]  # no lock file, no staging left

@@ -26,7 +26,7 @@ from ftk.data.sampling import sample, split_off
 from ftk.data.sources import read_source
 from ftk.data.task import TaskSpec
 from ftk.errors import FtkError
-from ftk.fileio import atomic_open, fault_point, sha256_file, write_json
+from ftk.fileio import atomic_open, fault_point, folder_lock, sha256_file, write_json
 
 MANIFEST = "manifest.json"
 MAX_MALFORMED = 0.01
@@ -253,14 +253,21 @@ def write_prepared(plan: Plan, out_dir: str | Path, extra: dict | None = None) -
     """Write the plan into out_dir atomically (whole folder, manifest last); return the manifest.
 
     Entries of other datasets already in out_dir (files, dataset_info.json, manifest splits) are
-    kept; the fitted copies of older data (fitted-*) are not.
+    kept; the fitted copies of older data (fitted-*) are not. Another ftk writing the same folder
+    goes first (`folder_lock`); its staging folder is never taken for a killed one's leftovers.
     """
     out_dir = Path(out_dir)
-    check_out_dir(out_dir)
+    check_out_dir(out_dir)  # before the lock: a refused folder gets no lock file beside it
+    with folder_lock(out_dir):
+        return _write_prepared(plan, out_dir, extra)
+
+
+def _write_prepared(plan: Plan, out_dir: Path, extra: dict | None) -> dict:
+    check_out_dir(out_dir)  # again: it may have changed while this process waited
     old_manifest = _read_manifest(out_dir) if (out_dir / MANIFEST).exists() else {}
     old_info = dataset_info.read_dataset_info(out_dir) if out_dir.is_dir() else {}
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    remove_leftovers(out_dir)
+    remove_leftovers(out_dir)  # under the lock: only a killed prepare's
     task = plan.task
     names = {sd.name: f"{plan.prefix}_{sd.name}" for sd in plan.splits.values()}
     regenerated = {f"{d}.jsonl" for d in names.values()} | {MANIFEST, dataset_info.DATASET_INFO}

@@ -21,7 +21,7 @@ import yaml
 from ftk.data.prepare import load_manifest, prepare_recipe, recipe_fingerprint
 from ftk.data.task import load_task
 from ftk.errors import FtkError
-from ftk.fileio import output_to, write_json
+from ftk.fileio import folder_lock, output_to, write_json
 from ftk.recipe import Recipe
 from ftk.train import launch, runs
 from ftk.train.llamafactory import trainer_verbosity
@@ -52,7 +52,10 @@ def ensure_prepared(recipe: Recipe, recipe_path: str | Path | None = None) -> di
     if not recipe.data.sources():
         raise FtkError("prepared data is missing or from other settings, and `data` names no source to prepare "
                        "it from", path=recipe_path, where="data")
-    manifest = prepare_recipe(recipe, recipe_path=recipe_path)
+    with folder_lock(prepared):  # trials started together prepare their shared data once
+        if is_prepared(recipe):
+            return load_manifest(prepared)
+        manifest = prepare_recipe(recipe, recipe_path=recipe_path)
     print(f"[ftk] prepared data: {prepared}", flush=True)
     return manifest
 
@@ -65,11 +68,14 @@ def ensure_model(recipe: Recipe) -> None:
         return
     from ftk.train.tiny import build_tiny_model
 
-    texts = list(tokenizer_texts(recipe))  # its errors are ftk's, on the terminal
-    print(f"[ftk] building tiny model in {path}", flush=True)
-    with output_to(path / "ftk-build.log"):  # library chatter, not for the terminal
-        build_tiny_model(path, texts, hidden_size=spec.hidden_size, num_layers=spec.layers,
-                         num_heads=spec.heads, num_kv_heads=spec.kv_heads, vocab_size=spec.vocab_size, seed=spec.seed)
+    with folder_lock(path):  # one build when several runs start together; the others wait for it
+        if (path / "config.json").exists():
+            return
+        texts = list(tokenizer_texts(recipe))  # its errors are ftk's, on the terminal
+        print(f"[ftk] building tiny model in {path}", flush=True)
+        with output_to(path / "ftk-build.log"):  # library chatter, not for the terminal
+            build_tiny_model(path, texts, hidden_size=spec.hidden_size, num_layers=spec.layers, num_heads=spec.heads,
+                             num_kv_heads=spec.kv_heads, vocab_size=spec.vocab_size, seed=spec.seed)
 
 
 def tokenizer_texts(recipe: Recipe):
