@@ -104,3 +104,26 @@ def test_slurm_study_writes_the_script_without_sbatch(tmp_path, monkeypatch):
     script = (out / "study.sbatch").read_text()
     assert "#SBATCH --array=0-1" in script and (out / "study.yaml").is_file()
     assert not (out / "trials").exists()  # nothing ran here
+
+
+def test_a_resumed_optuna_search_asks_new_values(tmp_path, monkeypatch):
+    """Interrupted after two trials and run again to four, the search draws new learning rates (a
+    sampler seeded as at the start replayed the first two exactly)."""
+    import ftk.study.run as study_run
+
+    f = tmp_path / "study.yaml"
+    f.write_text(yaml.safe_dump({"name": "o", "recipe": str(REPO / "configs" / "agnews_tiny_cpu.yaml"),
+                                 "strategy": "optuna", "optuna": {"trials": 2, "seed": 0, "params": {
+                                     "train.learning_rate": {"low": 1.0e-5, "high": 1.0e-2, "log": True}}}}))
+    asked = []
+
+    def fake_run_trial(trial, spec, recipe_path, sdir):  # no training: the value is a function of lr
+        asked.append(trial.varied["train.learning_rate"])
+        return {"value": -abs(trial.varied["train.learning_rate"] - 1e-3)}
+
+    monkeypatch.setattr(study_run, "run_trial", fake_run_trial)
+    spec, recipe = load_study(f)
+    study_run.run_optuna(spec, recipe, tmp_path)
+    spec.optuna.trials = 4
+    study_run.run_optuna(spec, recipe, tmp_path)
+    assert len(asked) == 4 and len(set(asked)) == 4, asked

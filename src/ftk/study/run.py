@@ -127,6 +127,8 @@ def run_optuna(spec: StudySpec, recipe_path: Path, sdir: Path) -> None:
                                 sampler=optuna.samplers.TPESampler(seed=o.seed))
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study.tell(t.number, state=optuna.trial.TrialState.FAIL)  # killed mid-trial: tried again
+    if study.trials:  # resumed: a sampler seeded as at the start would draw the first trials' values again
+        study.sampler = optuna.samplers.TPESampler(seed=o.seed + len(study.trials))
     complete = lambda: len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))  # noqa: E731
     while complete() < o.trials:
         ot = study.ask()
