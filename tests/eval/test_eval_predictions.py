@@ -142,3 +142,25 @@ def test_compare_shopbench_evaluations(tmp_path):
     assert c["n"] == 96 and c["metrics"]["score"]["delta"] > 0
     assert c["mcnemar"]["b_only_correct"] > 0 and c["mcnemar"]["a_only_correct"] == 0
     assert c["paired_bootstrap_item_score"]["delta"] > 0
+
+
+def test_compare_refuses_evaluations_of_different_test_data(tmp_path, synth_dir):
+    """Same ids (per split and position), other items: each scores 1.0 on its own data; compared item by
+    item against A's gold they would read 1.0 vs 0.0 with a tiny p. Refused, one line, exit 2."""
+    from ftk.data.synth import write_dataset
+
+    other = tmp_path / "other"
+    write_dataset(other, n_train=10, n_test=200, seed=5)
+    dirs = []
+    for name, source in (("a", synth_dir), ("b", other)):
+        prepared = tmp_path / f"prep-{name}"
+        prepare(load_task("agnews"), {"test": str(source / "test.csv")}, prepared)
+        records = read_records(prepared / "agnews_test.jsonl")
+        preds = _write(tmp_path / f"{name}.jsonl", [{"id": r["id"], "predict": r["output"]} for r in records])
+        m, d = evaluate_predictions(preds, "agnews", tmp_path / f"e{name}", data_dir=prepared)
+        assert m["accuracy"] == 1.0
+        dirs.append(d)
+    with pytest.raises(FtkError, match="different gold answers"):
+        compare(*dirs)
+    proc = run_ftk("compare", *dirs)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "different gold answers" in proc.stderr

@@ -1,7 +1,8 @@
 """`ftk compare A B`: two evaluations of the same test items side by side, with paired tests.
 
 McNemar's test on per-item correctness (exact binomial when there are fewer than 25 discordant
-items, chi-square with continuity correction otherwise) and a paired bootstrap for macro F1.
+items, chi-square with continuity correction otherwise) and a paired bootstrap of accuracy and macro F1
+(or of the per-item score for other task kinds), with p = (k + 1) / (B + 1).
 """
 
 from __future__ import annotations
@@ -51,22 +52,38 @@ def mcnemar(a_correct: np.ndarray, b_correct: np.ndarray) -> dict:
     return {"a_only_correct": b, "b_only_correct": c, "p_value": p, "method": method}
 
 
-def paired_bootstrap_f1(gold, pred_a, pred_b, labels, *, n_boot: int = 1000, seed: int = 0) -> dict:
-    """Macro-F1 difference B - A over the same resampled items (two-sided p from the deltas)."""
+N_BOOT = 1000
+
+
+def bootstrap_p(deltas: np.ndarray) -> float:
+    """Two-sided p of a paired bootstrap, (k + 1) / (B + 1) with k the resamples on the far side of 0
+    (never exactly 0: with B resamples nothing below 1 / (B + 1) can be claimed)."""
+    k = min(int((deltas <= 0).sum()), int((deltas >= 0).sum()))
+    return float(min(1.0, 2 * (k + 1) / (len(deltas) + 1)))
+
+
+def _summary(observed: float, deltas: np.ndarray) -> dict:
+    lo, hi = np.quantile(deltas, [0.025, 0.975])
+    return {"delta": float(observed), "ci95": [float(lo), float(hi)], "p_value": bootstrap_p(deltas),
+            "n_boot": len(deltas)}
+
+
+def paired_bootstrap(gold, pred_a, pred_b, labels, *, n_boot: int = N_BOOT, seed: int = 0) -> dict[str, dict]:
+    """B - A for macro F1 and for accuracy over the same resampled items (percentile CI, p as
+    `bootstrap_p`), so a report tests the very metric it shows."""
     k = len(labels)
     codes_a = label_codes(gold, pred_a, labels)
     codes_b = label_codes(gold, pred_b, labels)
+    ok_a, ok_b = (c // (k + 1) == c % (k + 1) for c in (codes_a, codes_b))
     rng = np.random.default_rng(seed)
     n = len(codes_a)
-    deltas = np.empty(n_boot)
+    d_f1, d_acc = np.empty(n_boot), np.empty(n_boot)
     for i in range(n_boot):
         idx = rng.integers(0, n, n)
-        deltas[i] = macro_f1_from_codes(codes_b[idx], k) - macro_f1_from_codes(codes_a[idx], k)
-    observed = macro_f1_from_codes(codes_b, k) - macro_f1_from_codes(codes_a, k)
-    p = 2 * min((deltas <= 0).mean(), (deltas >= 0).mean())
-    lo, hi = np.quantile(deltas, [0.025, 0.975])
-    return {"delta": float(observed), "ci95": [float(lo), float(hi)], "p_value": float(min(p, 1.0)),
-            "n_boot": n_boot}
+        d_f1[i] = macro_f1_from_codes(codes_b[idx], k) - macro_f1_from_codes(codes_a[idx], k)
+        d_acc[i] = ok_b[idx].mean() - ok_a[idx].mean()
+    return {"macro_f1": _summary(macro_f1_from_codes(codes_b, k) - macro_f1_from_codes(codes_a, k), d_f1),
+            "accuracy": _summary(ok_b.mean() - ok_a.mean(), d_acc)}
 
 
 def _read_scores(d: Path) -> dict[str, dict]:
@@ -83,6 +100,16 @@ def _numeric(m: dict) -> dict[str, float]:
     return out
 
 
+def same_gold(pa: dict[str, dict], pb: dict[str, dict], ids: list[str], where: Path) -> None:
+    """Two evaluations pair item by item only when each id holds the same gold answer in both: the same
+    ids over different test data (ids are per split and position) must not be compared."""
+    differ = [i for i in ids if json.dumps(pa[i].get("label"), sort_keys=True) != json.dumps(pb[i].get("label"),
+                                                                                           sort_keys=True)]
+    if differ:
+        raise FtkError(f"the two evaluations hold different gold answers for {len(differ)} of {len(ids)} items "
+                       f"(first: {differ[0]}): they are not of the same test data", path=where)
+
+
 def compare_generic(da: Path, db: Path, ma: dict, mb: dict) -> dict:
     """Any task kind: headline numbers side by side, McNemar on per-item correctness, and a
     paired bootstrap on the per-item score (or correctness)."""
@@ -90,22 +117,20 @@ def compare_generic(da: Path, db: Path, ma: dict, mb: dict) -> dict:
     if set(sa) != set(sb):
         raise FtkError(f"the two evaluations cover different items ({len(sa)} vs {len(sb)} ids)", path=db)
     ids = sorted(sa)
+    same_gold(read_done(da / "predictions.jsonl"), read_done(db / "predictions.jsonl"), ids, db)
     ca = np.array([sa[i]["correct"] for i in ids])
     cb = np.array([sb[i]["correct"] for i in ids])
     va = np.array([sa[i].get("score") if sa[i].get("score") is not None else float(sa[i]["correct"]) for i in ids])
     vb = np.array([sb[i].get("score") if sb[i].get("score") is not None else float(sb[i]["correct"]) for i in ids])
     rng = np.random.default_rng(0)
-    deltas = np.array([(vb[idx] - va[idx]).mean() for idx in (rng.integers(0, len(ids), len(ids)) for _ in range(1000))])
-    p = float(min(1.0, 2 * min((deltas <= 0).mean(), (deltas >= 0).mean())))
+    deltas = np.array([(vb[idx] - va[idx]).mean() for idx in (rng.integers(0, len(ids), len(ids)) for _ in range(N_BOOT))])
     na, nb = _numeric(ma), _numeric(mb)
     return {
         "a": str(da), "b": str(db), "task": ma.get("task"), "n": len(ids),
         "metrics": {k: {"a": na[k], "b": nb[k], "delta": nb[k] - na[k]} for k in na if k in nb},
         "per_class_f1": {},
         "mcnemar": mcnemar(ca, cb),
-        "paired_bootstrap_item_score": {"delta": float(vb.mean() - va.mean()),
-                                        "ci95": [float(x) for x in np.quantile(deltas, [0.025, 0.975])],
-                                        "p_value": p, "n_boot": 1000},
+        "paired_bootstrap_item_score": _summary(vb.mean() - va.mean(), deltas),
     }
 
 
@@ -138,6 +163,7 @@ def compare(path_a: str | Path, path_b: str | Path) -> dict:
         raise FtkError(f"the two evaluations cover different items ({len(pa)} vs {len(pb)} ids, "
                        f"{len(set(pa) ^ set(pb))} not shared)", path=db)
     ids = sorted(pa)
+    same_gold(pa, pb, ids, db)
     ex_a, ex_b = (task.extraction_for(bool(m.get("base"))) for m in (ma, mb))
     extract_a = make_extractor(task.labels, ex_a.steps, ex_a.synonyms)
     extract_b = make_extractor(task.labels, ex_b.steps, ex_b.synonyms)
@@ -155,7 +181,7 @@ def compare(path_a: str | Path, path_b: str | Path) -> dict:
                                "delta": b["per_class"][lab]["f1"] - a["per_class"][lab]["f1"]}
                          for lab in task.labels},
         "mcnemar": mcnemar(ca, cb),
-        "paired_bootstrap_macro_f1": paired_bootstrap_f1(gold, pred_a, pred_b, task.labels),
+        **{f"paired_bootstrap_{k}": v for k, v in paired_bootstrap(gold, pred_a, pred_b, task.labels).items()},
     }
 
 
@@ -166,10 +192,11 @@ def compare_markdown(c: dict) -> str:
     for k, v in {**c["metrics"], **{f"F1 {lab}": v for lab, v in c["per_class_f1"].items()}}.items():
         lines.append(f"| {k} | {v['a']:.4f} | {v['b']:.4f} | {v['delta']:+.4f} |")
     m = c["mcnemar"]
-    what, bs = (("macro F1", c["paired_bootstrap_macro_f1"]) if "paired_bootstrap_macro_f1" in c
-                else ("mean item score", c["paired_bootstrap_item_score"]))
     lines += ["", f"McNemar (per-item correctness): A-only correct {m['a_only_correct']}, B-only correct "
-                  f"{m['b_only_correct']}, p = {m['p_value']:.4g} ({m['method']})",
-              f"Paired bootstrap ({what}, {bs['n_boot']} resamples): delta {bs['delta']:+.4f}, "
-              f"95% CI [{bs['ci95'][0]:+.4f}, {bs['ci95'][1]:+.4f}], p = {bs['p_value']:.4g}"]
+                  f"{m['b_only_correct']}, p = {m['p_value']:.4g} ({m['method']})"]
+    for key, what in (("accuracy", "accuracy"), ("macro_f1", "macro F1"), ("item_score", "mean item score")):
+        if bs := c.get(f"paired_bootstrap_{key}"):
+            lines.append(f"Paired bootstrap ({what}, B = {bs['n_boot']} resamples, p = (k+1)/(B+1)): delta "
+                         f"{bs['delta']:+.4f}, 95% CI [{bs['ci95'][0]:+.4f}, {bs['ci95'][1]:+.4f}], "
+                         f"p = {bs['p_value']:.4g}")
     return "\n".join(lines) + "\n"
