@@ -59,8 +59,8 @@ def score_classification(task: TaskSpec, records: list[dict], preds: dict[str, d
     gold, pred = [x["label"] for x in rows], [x["extracted"] for x in rows]
     metrics = M.classification_metrics(gold, pred, task.labels)
     headline = task.metrics[0] if task.metrics and task.metrics[0] in ("accuracy", "macro_f1") else "accuracy"
-    lo, hi = M.classification_ci(gold, pred, task.labels, headline)
-    metrics.update({"headline": headline, "ci95": {headline: [lo, hi]}})
+    metrics.update({"headline": headline, "ci95": {m: list(M.classification_ci(gold, pred, task.labels, m))
+                                                    for m in (headline, *{"accuracy", "macro_f1"} - {headline})}})
     return metrics, rows
 
 

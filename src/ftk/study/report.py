@@ -14,16 +14,40 @@ import json
 import re
 from pathlib import Path
 
-from ftk.eval.compare import compare
+from ftk.errors import FtkError
+from ftk.eval.compare import N_BOOT, compare
 from ftk.fileio import atomic_open, write_json, write_text
 from ftk.study.state import load_states
 
 
-def _paired(a: dict, b: dict) -> dict:
+MCNEMAR = "McNemar on per-item correctness (exact binomial below 25 discordant items, else chi-square with " \
+          "continuity correction)"
+
+
+def _paired(a: dict, b: dict, metric: str) -> dict:
+    """b against a: the paired bootstrap of `metric` itself where ftk has one (accuracy, macro F1),
+    else of the mean per-item score, and McNemar on per-item correctness."""
     c = compare(a["eval_dir"], b["eval_dir"])
-    boot = c.get("paired_bootstrap_macro_f1") or c.get("paired_bootstrap_item_score")
-    return {"mcnemar_p": c["mcnemar"]["p_value"], "bootstrap_p": boot["p_value"], "delta": boot["delta"],
-            "what": "macro F1" if "paired_bootstrap_macro_f1" in c else "item score"}
+    key = f"paired_bootstrap_{metric}" if f"paired_bootstrap_{metric}" in c else "paired_bootstrap_item_score"
+    boot = c[key]
+    return {"mcnemar_p": c["mcnemar"]["p_value"], "mcnemar_method": c["mcnemar"]["method"],
+            "bootstrap_p": boot["p_value"], "n_boot": boot["n_boot"], "delta": boot["delta"],
+            "what": metric if key.endswith(metric) else "mean item score"}
+
+
+def study_options(sdir: Path) -> tuple[str | None, str]:
+    """The study's `metric` and Optuna direction, from the copy of the study file in its folder."""
+    import yaml
+
+    copy = sdir / "study.yaml"
+    try:
+        raw = yaml.safe_load(copy.read_text(encoding="utf-8")) if copy.is_file() else {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        raw = {}
+    raw = raw if isinstance(raw, dict) else {}
+    optuna = raw.get("optuna") if isinstance(raw.get("optuna"), dict) else {}
+    direction = optuna.get("direction", "maximize") if raw.get("strategy") == "optuna" else "maximize"
+    return raw.get("metric"), direction
 
 
 def _holm(rows: list[dict], key: str) -> None:
@@ -41,26 +65,36 @@ def _holm(rows: list[dict], key: str) -> None:
 def study_report(sdir: str | Path) -> dict:
     sdir = Path(sdir)
     states = load_states(sdir)
+    metric, direction = study_options(sdir)
     rows = []
     for s in states:
         m = json.loads(Path(s["eval_dir"], "metrics.json").read_text(encoding="utf-8"))
         run = json.loads(Path(s["run_dir"], "manifest.json").read_text(encoding="utf-8"))
-        head = m["headline"]
+        head = metric or m["headline"]
+        if head not in m:
+            raise FtkError(f"the study's metric {head!r} is not in this evaluation (it has {m['headline']!r})",
+                           path=Path(s["eval_dir"], "metrics.json"))
         lo, hi = m.get("ci95", {}).get(head, [None, None])
         rows.append({"trial": s["id"], "base": bool(s.get("base")), "varied": s["varied"], "headline": head,
                      "value": m[head], "ci95": [lo, hi], "invalid_rate": m.get("invalid_rate"), "n": m.get("n"),
                      "train_seconds": run.get("train_seconds"), "run_dir": s["run_dir"], "eval_dir": s["eval_dir"]})
+    head = rows[0]["headline"]
     trials = [r for r in rows if not r["base"]]
     base = next((r for r in rows if r["base"]), None)
-    best = max(trials, key=lambda r: r["value"]) if trials else None
+    pick = max if direction == "maximize" else min
+    best = pick(trials, key=lambda r: r["value"]) if trials else None  # ties: the first in trial order
+    ties = [r["trial"] for r in trials if best and r["value"] == best["value"]]
     for r in rows:
-        r["vs_best"] = _paired(best, r) if best and r is not best and not r["base"] else None
-        r["vs_base"] = _paired(base, r) if base and not r["base"] else None
+        r["vs_best"] = _paired(best, r, head) if best and r is not best and not r["base"] else None
+        r["vs_base"] = _paired(base, r, head) if base and not r["base"] else None
     _holm(rows, "vs_best")
     _holm(rows, "vs_base")
     axes = sorted({k for r in trials for k in r["varied"]})
-    report = {"study": sdir.name, "study_dir": str(sdir), "headline": rows[0]["headline"], "rows": rows,
-              "best": best["trial"] if best else None, "axes": axes}
+    report = {"study": sdir.name, "study_dir": str(sdir), "headline": head, "direction": direction, "rows": rows,
+              "best": best["trial"] if best else None, "tied_best": ties if len(ties) > 1 else [], "axes": axes,
+              "tests": {"mcnemar": MCNEMAR, "bootstrap": f"paired bootstrap of {head} (B = {N_BOOT}"
+                        " resamples of the items, percentile 95% CI, two-sided p = (k+1)/(B+1)); Holm within each "
+                        "column", "ci95": f"bootstrap 95% CI of {head} (1,000 resamples)"}}
     write_json(sdir / "report.json", report)
     write_text(sdir / "report.csv", _csv(report))
     write_text(sdir / "report.md", report_markdown(report))
@@ -85,10 +119,15 @@ def _test(t: dict | None) -> str:
 
 def report_markdown(rep: dict) -> str:
     head = rep["headline"]
+    best_is = "highest" if rep.get("direction", "maximize") == "maximize" else "lowest"
     lines = [f"# Study {rep['study']}: {head}", "",
-             "p-values are Holm-corrected within each column's family; delta = the trial minus the best "
-             "trial (or the base model), on the paired items.", "",
-             f"| trial | varied | {head} | 95% CI | invalid | train s | vs best | vs base |",
+             f"Every column is {head}. Best = the {best_is} {head}" +
+             (f" (tied: {', '.join(rep['tied_best'])}; the first in trial order is taken)" if rep.get("tied_best")
+              else "") + f". vs best / vs base: delta {head} = the trial minus the best trial (or the base model) "
+             f"on the paired items; {rep['tests']['mcnemar']}; {rep['tests']['bootstrap']}. "
+             f"95% CI: {rep['tests']['ci95']}.", "",
+             f"| trial | varied | {head} | {head} 95% CI | invalid | train s | vs best (delta {head}) | "
+             f"vs base (delta {head}) |",
              "|---|---|---:|---|---:|---:|---|---|"]
     for r in rep["rows"]:
         mark = " **(best)**" if r["trial"] == rep["best"] else ""
@@ -101,9 +140,10 @@ def report_markdown(rep: dict) -> str:
 
 def _csv(rep: dict) -> str:
     buf = io.StringIO()
-    cols = ["trial", "base", *rep["axes"], rep["headline"], "ci95_low", "ci95_high", "invalid_rate",
-            "train_seconds", "vs_best_delta", "vs_best_mcnemar_p_holm", "vs_best_bootstrap_p_holm",
-            "vs_base_delta", "vs_base_mcnemar_p_holm", "vs_base_bootstrap_p_holm", "run_dir"]
+    h = rep["headline"]
+    cols = ["trial", "base", *rep["axes"], h, f"{h}_ci95_low", f"{h}_ci95_high", "invalid_rate",
+            "train_seconds", f"vs_best_delta_{h}", "vs_best_mcnemar_p_holm", f"vs_best_bootstrap_{h}_p_holm",
+            f"vs_base_delta_{h}", "vs_base_mcnemar_p_holm", f"vs_base_bootstrap_{h}_p_holm", "run_dir"]
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
     for r in rep["rows"]:
@@ -134,8 +174,12 @@ def plot_axes(rep: dict, sdir: Path) -> list[Path]:
         ys = [r["value"] for _, r in pts]
         err = [[r["value"] - r["ci95"][0] for _, r in pts], [r["ci95"][1] - r["value"] for _, r in pts]]
         ax.errorbar(xs, ys, yerr=err, fmt="o", capsize=4, color="tab:blue", label="trials (95% CI)")
-        if numeric and len(set(xs)) > 1 and max(xs) / max(min(xs), 1e-300) > 20 and min(xs) > 0:
-            ax.set_xscale("log")
+        best = [(x, r["value"]) for x, (_, r) in zip(xs, pts) if r["trial"] == rep.get("best")]
+        if best:
+            ax.plot(*best[0], marker="*", markersize=16, color="tab:red", linestyle="none",
+                    label=f"best {best[0][1]:.3f}")
+        if numeric and len(set(xs)) > 1 and min(xs) > 0 and max(xs) / min(xs) >= 5:
+            ax.set_xscale("log")  # learning rates and the like: a 10x range reads on a log axis
         if base is not None:
             ax.axhline(base["value"], color="tab:gray", linestyle="--", label=f"base model {base['value']:.3f}")
         ax.set_xlabel(axis or "trial")

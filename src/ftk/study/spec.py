@@ -77,6 +77,9 @@ class StudySpec(_Strict):
     strategy: Literal["grid", "optuna"] = "grid"
     optuna: OptunaSpec | None = None
     eval: EvalSpec = Field(default_factory=EvalSpec)
+    metric: Literal["accuracy", "macro_f1", "f1", "score"] | None = Field(
+        None, description="the report's one metric (table, best, deltas, paired tests); default: the task's "
+                          "headline")
 
     @field_validator("name")
     @classmethod
