@@ -3,6 +3,7 @@ kill -> --resume from the last checkpoint. Slow (tens of seconds each)."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,10 +44,21 @@ def test_ddp_two_processes_gloo(tmp_path, synth_dir, tiny_model):
     assert state["global_step"] == 8
 
 
+# A rank of LLaMA-Factory's ZeRO-3 run on gloo can abort in its C++ teardown after the model is saved
+# (seen once in a whole-suite run here, 0 of 3 alone): the run then fails through no fault of ftk's.
+# Only that exact failure is tried once more; any other failure fails the test.
+TEARDOWN_ABORT = "terminate called without an active exception"
+
+
 def test_deepspeed_zero3_on_cpu_then_eval(tmp_path, synth_dir, tiny_model):
     r = _recipe(tmp_path, synth_dir, tiny_model, "z3",
                 "distributed: {nproc_per_node: 2, deepspeed: z3}\ntrain: {max_steps: 6}\neval: {limit: 16}\n")
     proc = ftk_here("train", r, cwd=tmp_path)
+    logs = list((tmp_path / "runs").glob("z3-*/train.log"))
+    if proc.returncode != 0 and logs and TEARDOWN_ABORT in logs[0].read_text():
+        assert "Model weights saved" in logs[0].read_text()  # it did finish training and saving
+        shutil.rmtree(tmp_path / "runs")
+        proc = ftk_here("train", r, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:]
     run_dir = _only_run(tmp_path, "z3")
     assert "Creating torch.float32 ZeRO stage 3 optimizer" in (run_dir / "train.log").read_text()
