@@ -36,3 +36,22 @@ def test_task_yaml_errors_name_file_and_key(tmp_path):
     with pytest.raises(FtkError) as exc:
         load_task(bad)
     assert str(bad) in str(exc.value) and "`labelz`: unknown key" in str(exc.value)
+
+
+@pytest.mark.parametrize("labels, expected", [
+    ("['[invalid]', b]", "is the name ftk gives an unparseable answer"),
+    ("[' [INVALID] ', b]", "is the name ftk gives an unparseable answer"),
+    ("['', b]", "is empty"),
+    ("['  ', b]", "is empty"),
+    ("[World, world, Sports]", "'World' and 'world' differ only by case"),
+])
+def test_labels_that_would_corrupt_the_metrics_are_refused(tmp_path, labels, expected):
+    """A label named like the invalid marker turned garbage into correct answers; an empty label or two
+    labels that differ only by case were misscored. Refused when the task is read: file and key named."""
+    bad = tmp_path / "t.yaml"
+    bad.write_text(f"name: x\nkind: classification\nlabels: {labels}\n"
+                   "sources: {csv: {reader: csv, label_column: y, input: '{x}'}}\n"
+                   "prompts: {default: v1, versions: {v1: hi}}\n")
+    with pytest.raises(FtkError) as exc:
+        load_task(bad)
+    assert str(bad) in str(exc.value) and "labels" in str(exc.value) and expected in str(exc.value)

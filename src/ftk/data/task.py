@@ -22,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 from ftk.errors import FtkError
 from ftk.yamlio import read_model
 
+INVALID_LABEL = "[invalid]"  # what extraction makes of an unparseable answer (eval/extract.py)
+
 BUILTIN_DIR = Path(__file__).parent / "tasks"
 
 # The extraction steps eval/extract.py implements (a test keeps the two lists equal), and the
@@ -209,6 +211,16 @@ class TaskSpec(_Strict):
                     raise ValueError(f"sources.{fmt}.label_map: {raw!r}: {name!r} is not one of the labels {self.labels}")
         if len(set(self.labels)) != len(self.labels):
             raise ValueError(f"labels: must be unique, got {self.labels}")
+        folded: dict[str, str] = {}
+        for lab in self.labels:
+            if not lab.strip():
+                raise ValueError(f"labels: {lab!r} is empty (an empty answer could not be told from no answer)")
+            if lab.strip().casefold() == INVALID_LABEL:
+                raise ValueError(f"labels: {lab!r} is the name ftk gives an unparseable answer (choose another)")
+            if lab.casefold() in folded:
+                raise ValueError(f"labels: {folded[lab.casefold()]!r} and {lab!r} differ only by case (answers are "
+                                 f"matched without case)")
+            folded[lab.casefold()] = lab
         return self
 
     @property

@@ -15,7 +15,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
-INVALID = "[invalid]"
+from ftk.data.task import INVALID_LABEL
+
+INVALID = INVALID_LABEL  # a task may not name a label so (data/task.py)
 
 Step = Callable[[list[str], "LabelIndex"], list[str]]
 
