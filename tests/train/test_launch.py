@@ -131,6 +131,20 @@ def test_impossible_combinations(tmp_path, text, expected):
     assert str(bad) in msg and expected in msg
 
 
+@pytest.mark.parametrize("key, belongs", [("output_dir", "the run directory"),
+                                          ("trust_remote_code", "`model.trust_remote_code`"),
+                                          ("learning_rate", "`train.learning_rate`")])
+def test_llamafactory_args_cannot_override_what_ftk_sets(tmp_path, key, belongs):
+    """`output_dir` sent the model outside the run directory and `trust_remote_code: true` turned it on
+    behind `model.trust_remote_code: false`, and validate said OK."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"extends: {S0}\nllamafactory_args: {{{key}: /tmp/elsewhere}}\n")
+    proc = run_ftk("validate", bad, "--skip-data")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert str(bad) in proc.stderr and f"`llamafactory_args.{key}`: ftk sets this key" in proc.stderr
+    assert belongs in proc.stderr
+
+
 def test_validate_cli_reports_file_and_key(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(f"extends: {S0}\nllamafactory_args: {{predict_with_generate: true}}\ntrain: {{warmup: 3}}\n")

@@ -159,3 +159,43 @@ def template_names() -> set[str] | None:
              and getattr(node.func, "id", None) == "register_template"
              for kw in node.keywords if kw.arg == "name" and isinstance(kw.value, ast.Constant)}
     return names or None
+
+
+# LLaMA-Factory keys that ftk writes from the recipe or the run itself (render_train_args below): passing
+# them in `llamafactory_args` would silently override the recipe (an output_dir outside the run
+# directory, trust_remote_code on while `model.trust_remote_code` is off), so it is refused.
+OWNED_KEYS = {
+    "model_name_or_path": "`model.name_or_path`", "adapter_name_or_path": "`model.adapter_name_or_path`",
+    "trust_remote_code": "`model.trust_remote_code`", "template": "`model.template`",
+    "stage": "`train.stage`", "do_train": "the run", "finetuning_type": "`method.finetuning_type`",
+    "lora_rank": "`method.lora_rank`", "lora_alpha": "`method.lora_alpha`", "lora_dropout": "`method.lora_dropout`",
+    "lora_target": "`method.lora_target`", "quantization_bit": "`method.quantization_bit`",
+    "freeze_trainable_layers": "`method.freeze_trainable_layers`", "deepspeed": "`distributed.deepspeed`",
+    "flash_attn": "`distributed.flash_attn`", "dataset_dir": "`data.prepared_dir`", "dataset": "`data`",
+    "eval_dataset": "`data.val_size` / `data.validation`", "cutoff_len": "`train.cutoff_len`",
+    "output_dir": "the run directory (`runs_dir`)", "overwrite_output_dir": "the run directory (never reused)",
+    "resume_from_checkpoint": "`ftk train --resume`", "report_to": "`tracking.report_to`", "run_name": "`name`",
+    "per_device_train_batch_size": "`train.per_device_train_batch_size`",
+    "gradient_accumulation_steps": "`train.gradient_accumulation_steps`", "learning_rate": "`train.learning_rate`",
+    "num_train_epochs": "`train.num_train_epochs`", "max_steps": "`train.max_steps`",
+    "lr_scheduler_type": "`train.lr_scheduler_type`", "warmup_ratio": "`train.warmup_ratio`",
+    "warmup_steps": "`train.warmup_steps`", "weight_decay": "`train.weight_decay`", "seed": "`train.seed`",
+    "logging_steps": "`train.logging_steps`", "save_steps": "`train.save_steps`",
+    "save_total_limit": "`train.save_total_limit`", "eval_steps": "`train.eval_steps`",
+    "bf16": "`train.precision`", "fp16": "`train.precision`", "packing": "`train.packing`",
+    "neat_packing": "`train.packing`", "resize_vocab": "`train.resize_vocab`", "plot_loss": "`train.plot_loss`",
+    "ddp_timeout": "`train.ddp_timeout`", "dataloader_num_workers": "`train.dataloader_num_workers`",
+    "preprocessing_num_workers": "`train.preprocessing_num_workers`",
+}
+
+
+def owned_key_problems(recipe) -> list[str]:
+    """`llamafactory_args` keys that ftk sets itself, each with the recipe key it belongs to."""
+    problems: list[str] = []
+    for name, stage in recipe.stage_recipes():
+        pre = "" if name == "main" else f"stages.{name}: "
+        for key in sorted(k for k in stage.llamafactory_args if k in OWNED_KEYS):
+            problem = f"{pre}`llamafactory_args.{key}`: ftk sets this key itself from {OWNED_KEYS[key]}; set it there"
+            if problem not in problems:
+                problems.append(problem)
+    return problems
