@@ -127,3 +127,35 @@ def test_a_resumed_optuna_search_asks_new_values(tmp_path, monkeypatch):
     spec.optuna.trials = 4
     study_run.run_optuna(spec, recipe, tmp_path)
     assert len(asked) == 4 and len(set(asked)) == 4, asked
+
+
+def test_a_wandb_study_sets_its_group_in_the_trainer_environment_only(tmp_path, monkeypatch):
+    """WANDB_RUN_GROUP reaches the trainer; ftk's own environment is left as it was."""
+    import os
+
+    import ftk.eval.evaluate as evaluate
+    import ftk.study.run as study_run
+    import ftk.train.run as train_run
+    import ftk.validate
+    from ftk.recipe import load_recipe
+
+    monkeypatch.delenv("WANDB_RUN_GROUP", raising=False)
+    f = tmp_path / "study.yaml"
+    f.write_text(yaml.safe_dump({"name": "grouped", "recipe": str(REPO / "configs" / "agnews_tiny_cpu.yaml"),
+                                 "overrides": ["tracking.report_to=wandb"], "grid": {"train.seed": [1]}}))
+    spec, recipe = load_study(f)
+    seen = {}
+
+    def fake_train(recipe, recipe_path, overrides, **kw):
+        seen.update(kw.get("extra_env") or {})
+        (tmp_path / "run").mkdir(exist_ok=True)
+        return tmp_path / "run"
+
+    monkeypatch.setattr(train_run, "train", fake_train)
+    monkeypatch.setattr(evaluate, "evaluate_run", lambda *a, **k: ({"headline": "accuracy", "accuracy": 0.5},
+                                                                  tmp_path / "run" / "eval-test"))
+    monkeypatch.setattr(ftk.validate, "check_for_training", load_recipe)  # no data check: nothing trains
+    (trial,) = study_run.plan_trials(spec, recipe, tmp_path / "s")
+    study_run.run_trial(trial, spec, recipe, tmp_path / "s")
+    assert seen == {"WANDB_RUN_GROUP": "grouped"}
+    assert "WANDB_RUN_GROUP" not in os.environ

@@ -7,7 +7,6 @@ searches with Optuna (its storage in the study folder), and the report is writte
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,14 +59,14 @@ def run_trial(trial: Trial, spec: StudySpec, recipe_path: Path, sdir: Path) -> d
     from ftk.validate import check_for_training
 
     recipe = check_for_training(recipe_path, trial.overrides)
-    if recipe.tracking.report_to == "wandb":
-        os.environ["WANDB_RUN_GROUP"] = spec.name  # the trials of a study are one W&B group
+    # The trials of a study are one W&B group: set in the trainer's environment, never in ftk's own.
+    extra_env = {"WANDB_RUN_GROUP": spec.name} if recipe.tracking.report_to == "wandb" else None
     what = ", ".join(as_overrides(trial.varied)) or "the base model"
     print(f"[study] trial {trial.id}: {what}", flush=True)
     if trial.base:
         run_dir = make_base_run(recipe, recipe_path, trial.overrides, runs_dir=sdir / "runs")
     else:
-        run_dir = train(recipe, recipe_path, trial.overrides)
+        run_dir = train(recipe, recipe_path, trial.overrides, extra_env=extra_env)
     metrics, eval_dir = evaluate_run(run_dir, split=spec.eval.split, mode=spec.eval.mode, limit=spec.eval.limit)
     head = metrics["headline"]
     state = {"id": trial.id, "varied": trial.varied, "overrides": trial.overrides, "base": trial.base,

@@ -107,8 +107,8 @@ def _write_stage_files(p: StagePlan) -> None:
         (p.dir / DEEPSPEED_NAME).write_text(json.dumps(p.deepspeed, indent=2), encoding="utf-8")
 
 
-def _env_for(recipe: Recipe, run_dir: Path) -> dict[str, str]:
-    extra = {}
+def _env_for(recipe: Recipe, run_dir: Path, extra_env: dict[str, str] | None = None) -> dict[str, str]:
+    extra = dict(extra_env or {})
     if recipe.tracking.report_to == "wandb":
         extra["WANDB_DIR"] = str(run_dir)
         if recipe.tracking.project:
@@ -210,7 +210,8 @@ def _data_line(stage_data: dict[str, dict], fits: dict[str, dict], recipe: Recip
 
 
 def train(recipe: Recipe, recipe_path: str | Path, overrides: list[str] | None = None, *,
-          topo: Topology | None = None, slurm: bool = False, verbose: bool = False) -> Path:
+          topo: Topology | None = None, slurm: bool = False, verbose: bool = False,
+          extra_env: dict[str, str] | None = None) -> Path:
     """Run training for a checked recipe (ftk.validate) in a new run directory; return its path.
 
     Order: every stage's data (prepared atomically, before anything else is written) -> the tiny
@@ -238,7 +239,7 @@ def train(recipe: Recipe, recipe_path: str | Path, overrides: list[str] | None =
         _write_stage_files(p)
     (run_dir / "recipe.yaml").write_text(
         yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True), encoding="utf-8")
-    env = _env_for(recipe, run_dir)
+    env = _env_for(recipe, run_dir, extra_env)
     manifest = _base_manifest(recipe, recipe_path, overrides, plans, env)
     manifest["data"] = data_manifest
     manifest["task"] = runs.keep_task_copy(run_dir, recipe.stage_recipes()[-1][1].task)
