@@ -53,3 +53,10 @@ def test_help_lists_commands():
     assert proc.returncode == 0
     for cmd in ("prepare", "train", "eval", "tiny-model", "demo"):
         assert cmd in proc.stdout
+
+
+def test_version():
+    from ftk import __version__
+
+    proc = run_ftk("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"ftk {__version__}"
