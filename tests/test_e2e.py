@@ -214,4 +214,29 @@ def test_two_shards_give_the_same_predictions(demo_run, tmp_path):
     assert [r["id"] for r in one] == [r["id"] for r in two]  # merged back in the original order
     assert [r["predict"] for r in one] == [r["predict"] for r in two]
     assert json.loads((tmp_path / "two" / "metrics.json").read_text())["shards"] == 2
+    assert "warning: --shards 2 with no GPU" in proc.stderr  # this machine has none: said, not silent
     assert not list((tmp_path / "two").glob("predictions.shard-*"))
+
+
+def test_eval_says_what_it_reuses_and_never_relabels_another_engines_predictions(demo_run, tmp_path):
+    """`--engine vllm` without vLLM is refused before anything is loaded (it used to reuse the hf
+    predictions and write engine vllm over them); reused predictions are said on the screen; rows
+    another engine made are never reported as this engine's."""
+    import importlib.util
+
+    _, run_dir, _ = demo_run
+    before = (run_dir / "eval-test" / "metrics.json").read_bytes() if (run_dir / "eval-test").exists() else None
+    if importlib.util.find_spec("vllm") is None:
+        proc = ftk_here("eval", run_dir, "--engine", "vllm")
+        assert proc.returncode == 2 and "vLLM is not installed" in proc.stderr, proc.stderr
+        after = (run_dir / "eval-test" / "metrics.json").read_bytes() if (run_dir / "eval-test").exists() else None
+        assert after == before
+    out = tmp_path / "ev"
+    assert ftk_here("eval", run_dir, "--out", out, "--limit", "8").returncode == 0
+    proc = ftk_here("eval", run_dir, "--out", out, "--limit", "8")
+    assert proc.returncode == 0 and f"reusing 8 of 8 predictions already in {out / 'predictions.jsonl'}" in proc.stdout
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").open()]
+    assert {r["engine"] for r in rows} == {"hf"}
+    (out / "predictions.jsonl").write_text("".join(json.dumps(dict(r, engine="vllm")) + "\n" for r in rows))
+    proc = ftk_here("eval", run_dir, "--out", out, "--limit", "8")
+    assert proc.returncode == 2 and "predictions made by engine vllm" in proc.stderr, proc.stderr

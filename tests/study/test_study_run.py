@@ -136,6 +136,8 @@ def test_checkpoint_curve_last_row_equals_the_runs_eval(finished):
     assert curve["rows"][-1]["train_loss"] is not None
     assert (run / "curve-test" / "curve.png").stat().st_size > 10_000
     assert (run / "eval-test-ckpt10" / "metrics.json").is_file()
+    proc = ftk_here("compare", run, run)  # several evaluations now: the run's own eval-test is taken, and said
+    assert proc.returncode == 0 and "comparing eval-test" in proc.stderr, proc.stderr
 
 
 def test_tsne_plots(finished):

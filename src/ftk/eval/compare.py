@@ -8,6 +8,7 @@ items, chi-square with continuity correction otherwise) and a paired bootstrap o
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,10 @@ def find_eval_dir(path: str | Path) -> Path:
     evals = sorted(p for p in path.glob("eval-*") if (p / "metrics.json").is_file())
     if len(evals) == 1:
         return evals[0]
+    if path / "eval-test" in evals:  # the run's own evaluation, beside checkpoint or choice-mode ones
+        print(f"[ftk] {path}: {len(evals)} evaluations; comparing eval-test (name another folder to choose)",
+              file=sys.stderr, flush=True)
+        return path / "eval-test"
     if not evals:
         raise FtkError("no metrics.json here nor in an eval-* folder (run `ftk eval` first)", path=path)
     raise FtkError(f"several evaluations ({', '.join(p.name for p in evals)}); name one", path=path)

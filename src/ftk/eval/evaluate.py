@@ -7,6 +7,7 @@ by example id, so an interrupted eval resumes where it stopped, with no duplicat
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from ftk.data.prepare import load_manifest
@@ -52,6 +53,14 @@ def check_eval_options(task: TaskSpec, *, mode: str, engine: str, out_dir: Path)
         raise FtkError(f"--mode {mode!r}: expected generate or choice")
     if engine not in ("hf", "vllm"):
         raise FtkError(f"--engine {engine!r}: expected hf or vllm")
+    if engine == "vllm":  # checked before anything is loaded or written
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:
+            raise FtkError("--engine vllm: vLLM is not installed here (on a GPU node: pip install -c constraints.txt "
+                           "-e '.[gpu]'); leave --engine out for ftk's own engine")
+        if not visible_gpus():
+            raise FtkError("--engine vllm needs a CUDA GPU and none is visible; leave --engine out for ftk's own engine")
     if mode == "choice" and not task.is_classification:
         raise FtkError(f"--mode choice needs a closed label set; task {task.name!r} is {task.kind}")
     if out_dir.exists() and not out_dir.is_dir():
@@ -120,6 +129,9 @@ def evaluate_run(run_dir: str | Path, *, out_dir: str | Path | None = None, batc
                 room_records=records, **kwargs)
         return {}, Path(out_dir)
     shards = shards if shards is not None else max(1, visible_gpus())
+    if shards > 1 and not head and not visible_gpus():
+        print(f"[ftk] warning: --shards {shards} with no GPU runs {shards} CPU processes that share this machine's "
+              f"cores, each loading the model: usually slower than one", file=sys.stderr, flush=True)
     if head:
         from ftk.eval.heads import head_info, predict_heads
 

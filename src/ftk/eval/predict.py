@@ -69,6 +69,14 @@ def predict(records: list[dict], out_dir: Path, *, model_path: str, template: st
         raise FtkError(f"--mode choice needs a closed label set; task {task.name!r} is {task.kind}")
     out = PredictionsFile(out_dir / file_name)
     todo = out.todo(records)
+    reused = [out.done[r["id"]] for r in records if r["id"] in out.done]
+    others = sorted({row.get("engine", "hf") for row in reused} - {engine})
+    if others:
+        raise FtkError(f"holds {len(reused)} predictions made by engine {others[0]}; --engine {engine} would report "
+                       f"them as its own (evaluate into another folder with --out, or remove the file)", path=out.path)
+    if reused and progress:
+        print(f"[ftk] reusing {len(reused)} of {len(records)} predictions already in {out.path}"
+              + (f"; predicting the other {len(todo)}" if todo else ""), flush=True)
     if not todo:
         return out.finish(records)
     loaded = generate.load(model_path, template, adapter=adapter, trust_remote_code=trust_remote_code) \
@@ -110,6 +118,7 @@ def predict(records: list[dict], out_dir: Path, *, model_path: str, template: st
             rows = []
             for j, i in enumerate(idx):
                 row = base_row(todo[i])
+                row["engine"] = engine
                 if mode == "choice":
                     row["predict"] = task.target_for(task.labels[best[j]])
                     row["label_probs"] = {lab: round(p, 6) for lab, p in zip(task.labels, probs[j])}
