@@ -69,3 +69,33 @@ def test_bad_override_and_missing_file(tmp_path):
         load_recipe(REPO / "configs" / "agnews_tiny_cpu.yaml", ["oops"])
     with pytest.raises(FtkError, match="recipe file not found"):
         load_recipe(tmp_path / "none.yaml")
+
+
+def test_every_shipped_recipe_passes_ftk_schema():
+    """`ftk schema` is for editors and CI: every shipped recipe file, `extends:` ones too, passes it,
+    and a typo or a full recipe without a required key does not."""
+    import jsonschema
+    import yaml
+
+    from ftk.recipe import json_schema
+
+    validator = jsonschema.Draft202012Validator(json_schema())
+    for path in sorted((REPO / "configs").glob("*.yaml")):
+        errors = list(validator.iter_errors(yaml.safe_load(path.read_text())))
+        assert not errors, (path.name, [e.message for e in errors])
+    assert list(validator.iter_errors({"extends": "a.yaml", "trian": {}}))
+    assert list(validator.iter_errors({"name": "x", "task": "agnews", "data": {}}))  # no model, no extends
+
+
+def test_a_typo_on_the_command_line_is_blamed_there_with_the_nearest_key(tmp_path):
+    from conftest import run_ftk
+
+    recipe = REPO / "configs" / "agnews_tiny_cpu.yaml"
+    proc = run_ftk("validate", recipe, "train.learnin_rate=1e-3", "--skip-data")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(f"error: command line (over {recipe}): ")
+    assert "`train.learnin_rate`: unknown key; did you mean `train.learning_rate`?" in proc.stderr
+    child = tmp_path / "child.yaml"  # the same typo in a file: that file, and the same hint
+    child.write_text(f"extends: {recipe}\ntrain: {{learnin_rate: 1.0e-3}}\n")
+    with pytest.raises(FtkError, match=rf"^{child}: `train.learnin_rate`: unknown key; did you mean `train.learning_rate`\?"):
+        load_recipe(child)

@@ -37,18 +37,43 @@ _UNION_BRANCH = re.compile(r"^(bool|int|float|str|none|literal\[.*\]|function-.*
                            r"union\[.*\]|list\[.*\]|dict\[.*\]|tagged-union\[.*\]|\[key\])$")
 
 
-def format_validation_error(exc: "ValidationError") -> str:
+def suggest_key(model, loc: tuple) -> str | None:
+    """The nearest valid key to an unknown one at `loc` (a path into the pydantic `model`), dotted."""
+    import difflib
+    import typing
+
+    for part in loc[:-1]:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return None
+        ann = field.annotation
+        model = next((a for a in (ann, *typing.get_args(ann)) if isinstance(a, type) and hasattr(a, "model_fields")),
+                     None)
+        if model is None:
+            return None
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+    return ".".join([*map(str, loc[:-1]), close[0]]) if close else None
+
+
+def error_locs(exc: "ValidationError") -> list[tuple]:
+    """Each error's key path, without the branch names pydantic adds for unions."""
+    return [tuple(x for x in err["loc"] if not _UNION_BRANCH.match(str(x))) for err in exc.errors()]
+
+
+def format_validation_error(exc: "ValidationError", suggest=None) -> str:
     """All pydantic errors on one line: `key.path`: problem (got value); `other.key`: problem.
 
     The alternatives of a union (`bool | Literal["neat"]`) become one problem: "a or b (got x)".
+    `suggest(loc)` may name the nearest valid key for an unknown one ("did you mean").
     """
     by_loc: dict[str, list[str]] = {}
     got: dict[str, str] = {}
-    for err in exc.errors():
-        loc = ".".join(str(x) for x in err["loc"] if not _UNION_BRANCH.match(str(x)))
+    for err, path in zip(exc.errors(), error_locs(exc)):
+        loc = ".".join(str(x) for x in path)
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown key"
+            near = suggest(path) if suggest else None
+            msg = "unknown key" + (f"; did you mean `{near}`?" if near else "")
         elif err["type"] == "missing":
             msg = "required key is missing"
         else:

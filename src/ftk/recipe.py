@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ftk.errors import FtkError, format_validation_error
+from ftk.errors import FtkError, error_locs, format_validation_error, suggest_key
 from ftk.yamlio import read_yaml
 
 
@@ -365,7 +365,10 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as exc:
-        raise FtkError(format_validation_error(exc), path=path) from None
+        given = [tuple(o.partition("=")[0].split(".")) for o in overrides or []]
+        from_cli = all(any(loc[:len(k)] == k for k in given) for loc in error_locs(exc))  # only the overrides are wrong
+        raise FtkError(format_validation_error(exc, lambda loc: suggest_key(Recipe, loc)),
+                       path=f"command line (over {path})" if from_cli else path) from None
     try:
         recipe.stage_recipes()
     except ValueError as exc:
@@ -374,4 +377,13 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
 
 
 def json_schema() -> dict:
-    return Recipe.model_json_schema()
+    """The schema of a recipe file: `extends` allowed, and the required keys required only of a file
+    that extends nothing (a file that extends another fills in only what it changes)."""
+    schema = Recipe.model_json_schema()
+    schema["properties"] = {"extends": {"type": "string", "description": "the recipe this file starts from, "
+                                        "relative to this file"}, **schema["properties"]}
+    required = schema.pop("required", [])
+    for sub in schema.get("$defs", {}).values():
+        sub.pop("required", None)  # checked by `ftk validate` once `extends` is resolved
+    schema.update({"if": {"not": {"required": ["extends"]}}, "then": {"required": required}})
+    return schema
