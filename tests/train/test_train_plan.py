@@ -17,7 +17,7 @@ def test_s0_renders_its_hyperparameters():
     assert a["model_name_or_path"] == "meta-llama/Llama-3.1-8B-Instruct"
     expected = {"stage": "sft", "finetuning_type": "full", "template": "llama3", "cutoff_len": 4096,
                 "per_device_train_batch_size": 4, "gradient_accumulation_steps": 4, "learning_rate": 2e-5,
-                "lr_scheduler_type": "cosine", "warmup_ratio": 0.03, "num_train_epochs": 1, "bf16": True,
+                "lr_scheduler_type": "cosine", "warmup_steps": 0.03, "num_train_epochs": 1, "bf16": True,
                 "save_steps": 2000, "logging_steps": 1, "plot_loss": True, "report_to": "wandb",
                 "resize_vocab": True, "ddp_timeout": 9000, "flash_attn": "fa2",
                 "overwrite_output_dir": False, "trust_remote_code": False, "preprocessing_num_workers": 16}
@@ -70,3 +70,20 @@ def test_tiny_tokenizer_learns_from_the_text_the_model_sees(tmp_path, synth_dir)
 
     recs = read_records(tmp_path / "b" / "bionlp2004_train.jsonl")
     assert texts[1::3] == [" ".join(r["tokens"]) for r in recs]  # the sentences, words joined by spaces
+
+
+@pytest.mark.parametrize("recipe, steps", [("yelp_chatglm3_lora.yaml", 20), ("agnews_llama31_full.yaml", 30),
+                                           ("disaster_llama3_clshead_lora.yaml", None)])
+def test_warmup_means_what_the_recipe_says_in_both_trainers(recipe, steps):
+    """`train.warmup_steps` 20 (S1) warmed up for 0 steps: transformers 5 replaces warmup_steps by any
+    warmup_ratio it is given, 0.0 included. Rendered as one key, each trainer's own TrainingArguments
+    warm up for the recipe's steps (or its ratio of 1,000 steps)."""
+    from transformers import TrainingArguments
+
+    r = load_recipe(REPO / "configs" / recipe)
+    (p,) = dry_run(r)
+    args = p.train_args if p.trainer == "llamafactory" else p.train_args["training"]
+    assert "warmup_ratio" not in args
+    ta = TrainingArguments(output_dir="/tmp/unused", warmup_steps=args["warmup_steps"], report_to="none")
+    expected = steps if steps is not None else (r.train.warmup_steps or round(1000 * r.train.warmup_ratio))
+    assert ta.get_warmup_steps(1000) == expected

@@ -82,7 +82,9 @@ def render_train_args(recipe, *, dataset_dir: str, train_dataset: str, output_di
         "learning_rate": t.learning_rate,
         "num_train_epochs": t.num_train_epochs,
         "lr_scheduler_type": t.lr_scheduler_type,
-        "warmup_ratio": t.warmup_ratio,
+        # One key: transformers 5 replaces warmup_steps by any warmup_ratio given (0.0 included), and a
+        # warmup_steps below 1 is a ratio of the total steps.
+        "warmup_steps": t.warmup_steps if t.warmup_steps is not None else t.warmup_ratio,
         "weight_decay": t.weight_decay,
         "ddp_timeout": t.ddp_timeout,
         "seed": t.seed,
@@ -91,8 +93,6 @@ def render_train_args(recipe, *, dataset_dir: str, train_dataset: str, output_di
         args[t.precision] = True
     if t.max_steps:
         args["max_steps"] = t.max_steps
-    if t.warmup_steps is not None:
-        args["warmup_steps"] = t.warmup_steps
     if t.save_total_limit is not None:
         args["save_total_limit"] = t.save_total_limit
     if t.resize_vocab:

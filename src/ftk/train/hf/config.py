@@ -59,7 +59,7 @@ def render_trainer_config(recipe, *, task_file: str, dataset_dir: str, train_fil
         "per_device_eval_batch_size": t.per_device_train_batch_size,
         "gradient_accumulation_steps": t.gradient_accumulation_steps,
         "lr_scheduler_type": t.lr_scheduler_type,
-        "warmup_ratio": t.warmup_ratio,
+        "warmup_steps": t.warmup_steps if t.warmup_steps is not None else t.warmup_ratio,  # see train/llamafactory.py
         "weight_decay": t.weight_decay,
         "logging_steps": t.logging_steps,
         "save_strategy": "steps",
@@ -73,7 +73,7 @@ def render_trainer_config(recipe, *, task_file: str, dataset_dir: str, train_fil
     }
     if t.precision != "fp32":
         training[t.precision] = True
-    for key in ("max_steps", "warmup_steps", "save_total_limit", "dataloader_num_workers"):
+    for key in ("max_steps", "save_total_limit", "dataloader_num_workers"):
         if getattr(t, key) is not None:
             training[key] = getattr(t, key)
     if eval_file:
