@@ -25,6 +25,49 @@ def test_balanced_weights_are_scikit_learns_and_the_loss_is_weighted_cross_entro
     assert torch.equal(weighted_cross_entropy(logits, labels, w), torch.nn.functional.cross_entropy(logits, labels, weight=w))
 
 
+@pytest.mark.parametrize("kind, weights", [("sequence_classification", [0.7, 2.0]),
+                                           ("sequence_classification", None),
+                                           ("token_classification", [1.0, 3.0, 0.5])])
+def test_gradient_accumulation_4x4_makes_the_update_of_one_batch_of_16(tiny_model, kind, weights):
+    """The head's loss is averaged over the whole optimizer step: it used to be each micro-batch's mean,
+    not divided by the accumulation steps, so 4 x 4 stepped 4 times as far as 1 x 16."""
+    import tempfile
+
+    from transformers import TrainingArguments
+
+    from ftk.train.hf.data import collator
+
+    tok = load_tokenizer(str(tiny_model))
+    labels = ["a", "b", "c"] if kind == "token_classification" else ["no", "yes"]
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(16):
+        enc = tok(" ".join(rng.choice(["storm", "sun", "fire", "beach", "flood", "calm"], size=2 + i % 5)))
+        if kind == "token_classification":
+            y = [int(rng.integers(0, 3)) if j % 3 else IGNORE for j in range(len(enc["input_ids"]))]
+        else:
+            y = int(rng.integers(0, 2))
+        rows.append({**enc, "labels": y})
+    after = []
+    for batch, accumulation in ((16, 1), (4, 4)):
+        torch.manual_seed(0)
+        model = build_model(dict(LORA, finetuning_type="full", kind=kind), str(tiny_model), tok, labels)
+        for m in model.modules():  # the token head's dropout would draw differently per micro-batch
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        args = TrainingArguments(tempfile.mkdtemp(), max_steps=1, learning_rate=0.5, optim="sgd",
+                                 per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation,
+                                 report_to="none", save_strategy="no", disable_tqdm=True, warmup_steps=0,
+                                 lr_scheduler_type="constant", max_grad_norm=0.0)
+        WeightedLossTrainer(model=model, args=args, train_dataset=rows, data_collator=collator(kind, tok),
+                            class_weights=weights).train()
+        after.append({n: p.detach().clone() for n, p in model.named_parameters()})
+    assert any(not torch.equal(before[n], after[0][n]) for n in before)  # the step did move the weights
+    for n in after[0]:
+        assert torch.allclose(after[0][n], after[1][n], atol=1e-6), (n, (after[0][n] - after[1][n]).abs().max())
+
+
 def _batch(tok, texts, labels):
     enc = tok(texts, padding=True, return_tensors="pt")
     return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": torch.tensor(labels)}

@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     weights = method.get("class_weights") if isinstance(method.get("class_weights"), list) else None
     trainer = WeightedLossTrainer(model=model, args=args, train_dataset=train, eval_dataset=evaluation,
                                   data_collator=D.collator(kind, tokenizer),
-                                  callbacks=[TrainerLogCallback(args.output_dir)], class_weights=weights)
+                                  callbacks=[TrainerLogCallback(args.output_dir)], class_weights=weights,
+                                  head=kind != "prompt_tuning")
     if trainer.is_world_process_zero():
         if hasattr(model, "print_trainable_parameters"):
             model.print_trainable_parameters()

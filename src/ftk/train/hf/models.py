@@ -130,23 +130,49 @@ def load_head(model_dir: Path, base_model: str, *, trust_remote_code: bool = Fal
 
 
 class WeightedLossTrainer(Trainer):
-    """Cross-entropy with class weights for a classification head (labels -100 are ignored)."""
+    """A classification head's cross-entropy (labels -100 ignored), class-weighted when asked, averaged
+    over the whole optimizer step as transformers' own losses are: sum(w * ce) / sum(w) over every
+    micro-batch of the step (`num_items_in_batch`, here a weight sum), so gradient accumulation 4 x 4
+    makes the update that one batch of 16 makes. Prompt tuning (`head=False`) keeps the model's LM loss."""
 
-    def __init__(self, *args, class_weights: Sequence[float] | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, *args, class_weights: Sequence[float] | None = None, head: bool = True, **kwargs):
         self.class_weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
+        if head:
+            kwargs["compute_loss_func"] = self._head_loss
+        super().__init__(*args, **kwargs)
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if self.class_weights is None:
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        labels = inputs.pop("labels")
-        outputs = model(**inputs)
-        logits = outputs.logits
-        loss = weighted_cross_entropy(logits, labels, self.class_weights)
-        return (loss, outputs) if return_outputs else loss
+    def _head_loss(self, outputs, labels, num_items_in_batch=None):
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+        if num_items_in_batch is None:
+            return weighted_cross_entropy(logits, labels, self.class_weights)
+        return cross_entropy_sum(logits, labels, self.class_weights)[0] / num_items_in_batch
+
+    def _get_num_items_in_batch(self, batch_samples: list, device: torch.device):
+        if self.class_weights is None or self.compute_loss_func is None or not batch_samples \
+                or "labels" not in batch_samples[0]:
+            return super()._get_num_items_in_batch(batch_samples, device)
+        total = sum(label_weight(b["labels"], self.class_weights) for b in batch_samples).to(device)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            total = self.accelerator.gather(total).sum()
+        return total
 
 
-def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def label_weight(labels: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """The weight sum of the counted labels (their number when unweighted)."""
+    kept = labels.reshape(-1)[labels.reshape(-1) != IGNORE]
+    return weights.to(kept.device)[kept].sum() if weights is not None else torch.tensor(float(kept.numel()))
+
+
+def cross_entropy_sum(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None):
+    """(sum of w * ce over the counted labels, their weight sum)."""
     k = logits.shape[-1]
-    return torch.nn.functional.cross_entropy(logits.reshape(-1, k).float(), labels.reshape(-1),
-                                             weight=weights.to(logits.device), ignore_index=IGNORE)
+    w = weights.to(logits.device) if weights is not None else None
+    total = torch.nn.functional.cross_entropy(logits.reshape(-1, k).float(), labels.reshape(-1), weight=w,
+                                              ignore_index=IGNORE, reduction="sum")
+    return total, label_weight(labels, weights).to(total.device)
+
+
+def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """The head's loss over one batch: torch's weighted mean, sum(w * ce) / sum(w)."""
+    total, weight = cross_entropy_sum(logits, labels, weights)
+    return total / weight
