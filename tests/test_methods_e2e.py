@@ -99,6 +99,23 @@ def test_s2_twin_beats_the_majority_class(tmp_path, twin_models):
     assert m["n"] == 300 and m["invalid"] == 0
     assert m["accuracy"] >= majority + margin, (m["accuracy"], majority)
 
+    # Exported, the head predicts the same in plain transformers (no ftk code): its tokenizer appends
+    # EOS as ftk did; the twin's pad token is not EOS, the case where the head read another token.
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    assert ftk_here("export", run).returncode == 0
+    tok = AutoTokenizer.from_pretrained(run / "export-last")
+    model = AutoModelForSequenceClassification.from_pretrained(run / "export-last").eval()
+    assert tok.pad_token_id != tok.eos_token_id
+    texts = {json.loads(line)["id"]: json.loads(line)["input"] for line in
+             (tmp_path / "prepared" / "disaster_tweets_test.jsonl").open()}
+    ours = [json.loads(line) for line in (run / "eval-test" / "predictions.jsonl").open()][:150]
+    with torch.no_grad():
+        plain = [model.config.id2label[int(model(**tok(texts[p["id"]], return_tensors="pt")).logits.argmax())]
+                 for p in ours]
+    assert plain == [p["predict"] for p in ours]
+
 
 def test_s2_twin_under_ddp_then_eval(tmp_path, twin_models):
     proc = ftk_here("train", S2_TWIN, *twin_overrides(S2_TWIN, tmp_path, twin_models, *S2_QUICK, "distributed.nproc_per_node=2", "train.max_steps=8",

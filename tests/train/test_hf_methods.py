@@ -68,6 +68,51 @@ def test_gradient_accumulation_4x4_makes_the_update_of_one_batch_of_16(tiny_mode
         assert torch.allclose(after[0][n], after[1][n], atol=1e-6), (n, (after[0][n] - after[1][n]).abs().max())
 
 
+def test_saved_tokenizers_hold_no_truncation_and_an_exported_head_appends_eos(tiny_model, tmp_path):
+    """tokenizer.json kept `truncation: {max_length: ...}` from encoding; an exported sequence head's
+    tokenizer did not append EOS, so plain transformers fed the head other ids than ftk trained on."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from ftk.train.hf.data import seq_cls_ids
+    from ftk.train.hf.models import saveable
+
+    tok = load_tokenizer(str(tiny_model))
+    texts = ["forest fire near the town", "lovely sunny afternoon", "x"]
+    want = [seq_cls_ids(tok, {"input": t}, 10_000) for t in texts]  # what ftk trains and evaluates on
+    saveable(tok).save_pretrained(tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "tokenizer.json").read_text())["truncation"] is None
+    plain = AutoTokenizer.from_pretrained(tmp_path / "run")
+    assert [plain(t)["input_ids"] for t in texts] != want  # a run's tokenizer stays as loaded
+    saveable(load_tokenizer(str(tiny_model)), append_eos=True).save_pretrained(tmp_path / "export")
+    exported = AutoTokenizer.from_pretrained(tmp_path / "export")
+    assert [exported(t)["input_ids"] for t in texts] == want
+    assert [seq_cls_ids(exported, {"input": t}, 10_000) for t in texts] == want  # no second EOS in ftk
+
+
+def test_a_head_marks_truncated_only_the_rows_it_cut(tiny_model, tmp_path):
+    """A row exactly as long as cutoff_len was marked `truncated` though nothing of it was cut."""
+    import json
+
+    from ftk.data.task import load_task
+    from ftk.eval.heads import predict_heads
+    from ftk.train.hf.data import seq_cls_ids
+
+    tok = load_tokenizer(str(tiny_model))
+    model = build_model(dict(LORA, finetuning_type="full"), str(tiny_model), tok, ["no", "yes"])
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "ftk_method.json").write_text(json.dumps(
+        {"kind": "sequence_classification", "finetuning_type": "full", "labels": ["no", "yes"], "append_eos": True}))
+    records = [{"id": "fits", "input": "storm floods the valley", "label": "yes"},
+               {"id": "cut", "input": "storm floods the valley and the fire spreads downtown tonight", "label": "yes"}]
+    cutoff = len(seq_cls_ids(tok, records[0], 1 << 30))
+    preds = predict_heads(records, tmp_path / "ev", model_dir=tmp_path / "m", base_model=str(tiny_model),
+                          task=load_task("disaster_tweets"), cutoff_len=cutoff)
+    assert "truncated" not in preds["fits"] and preds["cut"]["truncated"] is True
+
+
 def _batch(tok, texts, labels):
     enc = tok(texts, padding=True, return_tensors="pt")
     return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": torch.tensor(labels)}

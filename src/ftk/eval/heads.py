@@ -60,8 +60,10 @@ def predict_heads(records: list[dict], out_dir: Path, *, model_dir: Path, base_m
     if token_level:
         aligned = [align(tok, r["tokens"], max_len=cutoff_len) for r in todo]
         encoded = [a.input_ids for a in aligned]
+        uncut = [len(align(tok, r["tokens"]).input_ids) for r in todo]
     else:
         encoded = [seq_cls_ids(tok, r, cutoff_len, info.get("append_eos", False)) for r in todo]
+        uncut = [len(seq_cls_ids(tok, r, 1 << 30, info.get("append_eos", False))) for r in todo]
     pad = tok.pad_token_id
     with out, torch.inference_mode():
         for idx in _batches(encoded, batch_size):
@@ -84,7 +86,7 @@ def predict_heads(records: list[dict], out_dir: Path, *, model_dir: Path, base_m
                     r.update({"predict": task.target_for(labels[best]),
                               "label_probs": {lab: round(p, 6) for lab, p in zip(labels, probs)},
                               "label_logit": dict(zip(labels, logits[row].tolist()))})
-                if len(encoded[i]) >= cutoff_len:
+                if uncut[i] > cutoff_len:  # cut, not merely as long as cutoff_len
                     r["truncated"] = True
                 rows.append(r)
             out.add(rows)

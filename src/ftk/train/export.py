@@ -133,7 +133,7 @@ def export_ftk_model(model_dir: Path, weights: Path, base_model: str, export_dir
         (staging / "ftk_method.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
         result = f"prompt-tuning adapter ({info['num_virtual_tokens']} virtual tokens) for {base_model}"
     else:
-        from ftk.train.hf.models import load_head
+        from ftk.train.hf.models import load_head, saveable
 
         model, tokenizer, _ = load_head(weights, base_model, trust_remote_code=trust_remote_code, device="cpu",
                                         info=info, tokenizer_dir=model_dir)
@@ -141,7 +141,9 @@ def export_ftk_model(model_dir: Path, weights: Path, base_model: str, export_dir
         if lora:
             model = model.merge_and_unload()
         model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
+        # Outside ftk the export is read by plain transformers: its tokenizer appends EOS as ftk did.
+        saveable(tokenizer, append_eos=info["kind"] == "sequence_classification" and info.get("append_eos", False)
+                 ).save_pretrained(staging)
         (staging / "ftk_method.json").write_text(json.dumps(dict(info, finetuning_type="full"), indent=2),
                                                  encoding="utf-8")
         result = f"{'LoRA merged into ' + base_model if lora else 'full weights'} with the {info['kind']} head"

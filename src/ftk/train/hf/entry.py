@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     from ftk.data.task import load_task
     from ftk.train.hf import data as D
     from ftk.train.hf.callbacks import TrainerLogCallback
-    from ftk.train.hf.models import WeightedLossTrainer, build_model, head_labels, load_tokenizer
+    from ftk.train.hf.models import WeightedLossTrainer, build_model, head_labels, load_tokenizer, saveable
 
     args = TrainingArguments(**cfg["training"])
     set_seed(args.seed)
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     trainer.train(resume_from_checkpoint=cfg.get("resume_from_checkpoint"))
     trainer.save_model(args.output_dir)
     if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(args.output_dir)
+        saveable(tokenizer).save_pretrained(args.output_dir)  # as loaded (eval appends EOS itself)
         trainer.save_state()
         info = {"kind": kind, "finetuning_type": method["finetuning_type"], "labels": labels,
                 "append_eos": method.get("append_eos", False),

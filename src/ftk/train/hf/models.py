@@ -34,6 +34,25 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
     return tok
 
 
+def saveable(tokenizer, *, append_eos: bool = False):
+    """The tokenizer as a run or an export saves it: without the truncation that encoding with
+    `max_length` leaves switched on in a fast tokenizer (it was written into tokenizer.json), and,
+    for a sequence head trained with `append_eos`, ending every encoding with end-of-sequence, so that
+    plain `tokenizer(text)` / `pipeline(...)` feed the head the very ids it was trained on."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return tokenizer
+    backend.no_truncation()
+    if append_eos and tokenizer.eos_token_id is not None:
+        from tokenizers import processors
+
+        eos = processors.TemplateProcessing(single=f"$A {tokenizer.eos_token}", pair=f"$A $B {tokenizer.eos_token}",
+                                            special_tokens=[(tokenizer.eos_token, tokenizer.eos_token_id)])
+        before = backend.post_processor
+        backend.post_processor = eos if before is None else processors.Sequence([before, eos])
+    return tokenizer
+
+
 def head_labels(method: dict, task_labels: Sequence[str]) -> list[str]:
     return tag_set(task_labels) if method["kind"] == "token_classification" else list(task_labels)
 
