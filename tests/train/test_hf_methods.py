@@ -113,6 +113,26 @@ def test_a_head_marks_truncated_only_the_rows_it_cut(tiny_model, tmp_path):
     assert "truncated" not in preds["fits"] and preds["cut"]["truncated"] is True
 
 
+def test_a_full_fine_tuned_heads_checkpoint_is_not_called_untrained(tiny_model, tmp_path, capsys):
+    """A checkpoint folder has no ftk_method.json of its own (it comes from the final model): its eval
+    said "the base model has no trained head"."""
+    import json
+
+    from ftk.data.task import load_task
+    from ftk.eval.heads import predict_heads
+
+    tok = load_tokenizer(str(tiny_model))
+    model = build_model(dict(LORA, finetuning_type="full"), str(tiny_model), tok, ["no", "yes"])
+    model.save_pretrained(tmp_path / "model" / "checkpoint-5")
+    (tmp_path / "model" / "ftk_method.json").write_text(json.dumps(
+        {"kind": "sequence_classification", "finetuning_type": "full", "labels": ["no", "yes"], "append_eos": True}))
+    tok.save_pretrained(tmp_path / "model")
+    predict_heads([{"id": "a", "input": "storm", "label": "yes"}], tmp_path / "ev",
+                  model_dir=tmp_path / "model" / "checkpoint-5", base_model=str(tiny_model),
+                  task=load_task("disaster_tweets"), cutoff_len=64, info_dir=tmp_path / "model")
+    assert "no trained head" not in capsys.readouterr().out
+
+
 def _batch(tok, texts, labels):
     enc = tok(texts, padding=True, return_tensors="pt")
     return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": torch.tensor(labels)}

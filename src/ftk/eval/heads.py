@@ -48,12 +48,14 @@ def predict_heads(records: list[dict], out_dir: Path, *, model_dir: Path, base_m
     todo = out.todo(records)
     if not todo:
         return out.finish(records)
+    untrained = info is not None  # a base model's description, not a trained head's
     if info is None and info_dir is not None and not (Path(model_dir) / "ftk_method.json").is_file():
         info = json.loads((Path(info_dir) / "ftk_method.json").read_text(encoding="utf-8"))
     torch.manual_seed(0)  # a base model's untrained head: the same random head every time
     has_tokenizer = (Path(model_dir) / "tokenizer_config.json").is_file()
     model, tok, info = load_head(model_dir, base_model, trust_remote_code=trust_remote_code, info=info,
-                                 tokenizer_dir=None if has_tokenizer or info_dir is None else info_dir)
+                                 tokenizer_dir=None if has_tokenizer or info_dir is None else info_dir,
+                                 untrained=untrained)
     labels = info["labels"]
     device = next(model.parameters()).device
     token_level = info["kind"] == "token_classification"

@@ -113,9 +113,10 @@ def wrap_peft(model, method: dict, model_path: str):
 
 
 def load_head(model_dir: Path, base_model: str, *, trust_remote_code: bool = False, device: str | None = None,
-              info: dict | None = None, tokenizer_dir: Path | None = None):
+              info: dict | None = None, tokenizer_dir: Path | None = None, untrained: bool = False):
     """(model, tokenizer, info) of a trained head: full weights, or the base model + LoRA adapter (head
-    included through modules_to_save). A checkpoint folder takes `info` from the final model."""
+    included through modules_to_save). A checkpoint folder takes `info` from the final model;
+    `untrained`: a base model, whose head is new (and said to be)."""
     from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
     from ftk.errors import FtkError
@@ -137,7 +138,7 @@ def load_head(model_dir: Path, base_model: str, *, trust_remote_code: bool = Fal
         with new_head_expected():  # the head comes with the adapter (modules_to_save)
             base = auto.from_pretrained(base_model, **kwargs)
         model = PeftModel.from_pretrained(base, str(model_dir))
-    elif not info_path.is_file():  # a base model: no trained head
+    elif untrained:  # a base model: no trained head
         print("[ftk] the base model has no trained head: a seeded random head (near chance by design)", flush=True)
         with new_head_expected():
             model = auto.from_pretrained(str(model_dir), **kwargs)
