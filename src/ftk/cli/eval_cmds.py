@@ -1,4 +1,4 @@
-"""Eval-stage commands: eval, compare."""
+"""Eval-stage commands: eval, baseline, compare, embed."""
 
 from __future__ import annotations
 
@@ -78,6 +78,35 @@ def eval_cmd(
             return
     else:
         raise FtkError("give a run directory, or --predictions FILE --task TASK --out DIR")
+    print_table(metrics)
+    print(f"reports: {out_dir}")
+
+
+@app.command("baseline")
+def baseline_cmd(
+    recipe: Annotated[Path, typer.Argument(help="recipe YAML (its task, data and eval split)")],
+    overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value recipe overrides")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="output folder (default <runs_dir>/<name>-baseline/eval-<split>)")] = None,
+    split: Annotated[Optional[str], typer.Option(help="prepared split to score (default the recipe's eval split)")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="only the first N examples")] = None,
+) -> None:
+    """TF-IDF + logistic regression (scikit-learn) on the recipe's prepared train split, scored like
+    any model on its eval split: the bar to clear, beside every classification result.
+
+    Examples:\n
+      ftk baseline configs/disaster_llama3_clshead_lora_tiny.yaml\n
+      ftk baseline configs/agnews_tiny_real.yaml --limit 2000
+    """
+    from ftk.eval.baseline import check_classification, tfidf_baseline
+    from ftk.eval.report import print_table
+    from ftk.recipe import load_recipe
+    from ftk.validate import check_for_prepare
+
+    if split is not None and split not in ("train", "validation", "test"):
+        raise FtkError(f"--split {split!r}: expected train, validation or test")
+    check_classification(load_recipe(recipe, overrides), recipe)  # before any data is read
+    r = check_for_prepare(recipe, overrides)
+    metrics, out_dir = tfidf_baseline(r, recipe, out_dir=out, split=split, limit=limit)
     print_table(metrics)
     print(f"reports: {out_dir}")
 

@@ -161,7 +161,7 @@ def template_names() -> set[str] | None:
     return names or None
 
 
-# LLaMA-Factory keys that ftk writes from the recipe or the run itself (render_train_args below): passing
+# LLaMA-Factory keys that ftk writes from the recipe or the run itself (render_train_args, above): passing
 # them in `llamafactory_args` would silently override the recipe (an output_dir outside the run
 # directory, trust_remote_code on while `model.trust_remote_code` is off), so it is refused.
 OWNED_KEYS = {
