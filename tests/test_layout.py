@@ -27,6 +27,7 @@ from conftest import REPO
 PKG = REPO / "src" / "ftk"
 LAYERS = [
     ("base", ("ftk", "ftk.errors", "ftk.fileio", "ftk.yamlio")),
+    ("models", ("ftk.models",)),  # base models brought in (GGUF import, fetch): what a recipe names
     ("recipe", ("ftk.recipe",)),
     ("data", ("ftk.data",)),
     ("train", ("ftk.train",)),

@@ -5,7 +5,7 @@ from conftest import REPO
 from ftk.errors import FtkError
 from ftk.recipe import load_recipe
 
-CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
 
 
 def _local_sources_exist(recipe) -> bool:
@@ -80,7 +80,7 @@ def test_every_shipped_recipe_passes_ftk_schema():
     from ftk.recipe import json_schema
 
     validator = jsonschema.Draft202012Validator(json_schema())
-    for path in sorted((REPO / "configs").glob("*.yaml")):
+    for path in CONFIGS:
         errors = list(validator.iter_errors(yaml.safe_load(path.read_text())))
         assert not errors, (path.name, [e.message for e in errors])
     assert list(validator.iter_errors({"extends": "a.yaml", "trian": {}}))

@@ -71,6 +71,17 @@ class ModelConfig(_Strict):
     trust_remote_code: bool = Field(False, description="run the model repo's own code (off unless needed)")
     adapter_name_or_path: str | None = Field(None, description="start from this LoRA adapter")
     tiny: TinyModelSpec | None = Field(None, description="build a tiny model here from the train text if missing")
+    fetch: str | None = Field(None, description="a model of `ftk model list`, imported here if missing")
+
+    @field_validator("fetch")
+    @classmethod
+    def _known_fetch(cls, v: str | None) -> str | None:
+        from ftk.models.fetch import lookup
+
+        try:
+            return v if v is None else lookup(v).name
+        except FtkError as exc:
+            raise ValueError(str(exc)) from None
 
 
 class MethodConfig(_Strict):

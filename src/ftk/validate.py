@@ -164,7 +164,7 @@ def _file_problems(recipe: Recipe, data_here: bool = True) -> list[str]:
             if data_here and not (Path(sm.name_or_path) / "config.json").exists() and \
                     not (train and Path(train).is_file()):
                 out.append(f"{pre}`model.tiny`: building the tiny model needs a local `data.train` file")
-        else:
+        elif not (sm.fetch and not Path(sm.name_or_path).exists()):  # `fetch` brings a missing model
             out += [pre + e for e in _model_path_problems("model.name_or_path", sm.name_or_path, "config.json")]
         if sm.adapter_name_or_path:
             out += [pre + e for e in _model_path_problems("model.adapter_name_or_path", sm.adapter_name_or_path,

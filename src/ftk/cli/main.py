@@ -13,6 +13,7 @@ from ftk.cli.app import app
 
 # Each module registers its commands on import; this order is the order of `ftk --help`.
 # isort: off
+from ftk.cli import model_cmds  # noqa: F401
 from ftk.cli import data_cmds  # noqa: F401
 from ftk.cli import train_cmds  # noqa: F401
 from ftk.cli import eval_cmds  # noqa: F401

@@ -61,10 +61,22 @@ def ensure_prepared(recipe: Recipe, recipe_path: str | Path | None = None) -> di
 
 
 def ensure_model(recipe: Recipe) -> None:
-    """Build the recipe's tiny model from its train text when `model.tiny` is set and it is missing."""
+    """Build the recipe's tiny model from its train text when `model.tiny` is set and it is missing;
+    fetch and import the real model named by `model.fetch` when that is missing."""
     spec = recipe.model.tiny
     path = Path(recipe.model.name_or_path)
-    if spec is None or (path / "config.json").exists():
+    if (path / "config.json").exists():
+        return
+    if recipe.model.fetch:
+        from ftk.models.fetch import fetch_model
+
+        with folder_lock(path):  # trials started together fetch once
+            if not (path / "config.json").exists():
+                print(f"[ftk] fetching {recipe.model.fetch} into {path}", flush=True)
+                with output_to(path.parent / f".{path.name}.fetch.log"):
+                    fetch_model(recipe.model.fetch, path, quiet=True)
+        return
+    if spec is None:
         return
     from ftk.train.tiny import build_tiny_model
 
