@@ -12,7 +12,7 @@ export TOKENIZERS_PARALLELISM ?= false
 RECIPE ?= configs/agnews_tiny_cpu.yaml
 RUN    ?=
 
-.PHONY: venv demo test test-fast prepare train eval clean help
+.PHONY: venv demo test test-fast prepare train eval real clean help
 
 help:
 	@echo "make demo            offline end-to-end demo: synthetic AG News -> tiny model -> train -> eval"
@@ -20,6 +20,7 @@ help:
 	@echo "make prepare RECIPE=configs/x.yaml   prepare the recipe's data"
 	@echo "make train RECIPE=configs/x.yaml     train (new run directory under runs/)"
 	@echo "make eval RUN=runs/<run>             evaluate a run on its test split"
+	@echo "make real            the real-model studies (SmolLM2-135M on shared/realdata; resumable; ~1-2 h on 2 cores)"
 
 # Create or reuse .venv; reinstall only when the dependency files change.
 venv: $(STAMP)
@@ -47,6 +48,13 @@ train: $(STAMP)
 eval: $(STAMP)
 	@test -n "$(RUN)" || { echo "usage: make eval RUN=runs/<run-dir>"; exit 2; }
 	$(FTK) eval $(RUN)
+
+# Real pretrained model, real data: fetch SmolLM2 once, then every study in studies/real (finished trials
+# are skipped, so an interrupted `make real` resumes). REAL_STUDIES=studies/real/x.yaml runs one.
+REAL_STUDIES ?= $(sort $(wildcard studies/real/*.yaml))
+real: $(STAMP)
+	$(FTK) model fetch smollm2-135m-instruct
+	@for s in $(REAL_STUDIES); do $(FTK) study run $$s || exit $$?; done
 
 clean:
 	rm -rf runs data/synth data/prepared data/models .pytest_cache
