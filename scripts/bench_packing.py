@@ -67,6 +67,10 @@ def main() -> None:
     ap.add_argument("--hidden-size", type=int, default=128)
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    ap.add_argument("--recipe", default=str(REPO / "configs" / "agnews_tiny_real.yaml"),
+                    help="base recipe (a real-model one, e.g. configs/real/agnews_smollm2_lora.yaml, keeps its model)")
+    ap.add_argument("--configs", default="false:B,true:B,neat:B,true:P,neat:P",
+                    help="packing:batch rows to run (B = --batch-size, P = --packed-batch-size)")
     args = ap.parse_args()
     if not AG.exists():
         raise SystemExit(f"needs the real AG News files in {AG}")
@@ -78,19 +82,21 @@ def main() -> None:
     results = []
     try:
         recipe_path = tmp / "recipe.yaml"
+        base = load_recipe(args.recipe, [])
+        model = ({"name_or_path": str(tmp / "model"), "tiny": {"hidden_size": args.hidden_size, "layers": args.layers}}
+                 if base.model.tiny else {"name_or_path": str(Path(base.model.name_or_path).resolve())})
         recipe_path.write_text(yaml.safe_dump({
-            "extends": str(REPO / "configs" / "agnews_tiny_real.yaml"), "name": "pack",
+            "extends": str(Path(args.recipe).resolve()), "name": "pack",
             "data": {"train": str(AG / "train_head2000.csv"), "test": str(AG / "test.csv"),
                      "prepared_dir": str(tmp / "prepared"),
                      "max_samples": {"train": args.train_rows, "test": args.test_rows}},
-            "model": {"name_or_path": str(tmp / "model"),
-                      "tiny": {"hidden_size": args.hidden_size, "layers": args.layers}},
+            "model": model,
             "runs_dir": str(tmp / "runs"),
             "train": {"num_train_epochs": args.epochs, "cutoff_len": args.cutoff, "save_steps": 100_000,
                       "per_device_train_batch_size": args.batch_size, "logging_steps": 5},
             "llamafactory_args": {"include_num_input_tokens_seen": True}}))
-        configs = [("false", args.batch_size), ("true", args.batch_size), ("neat", args.batch_size),
-                   ("true", args.packed_batch_size)]
+        sizes = {"B": args.batch_size, "P": args.packed_batch_size}
+        configs = [(p, sizes.get(b) or int(b)) for p, b in (c.split(":") for c in args.configs.split(","))]
         for packing, batch in configs:
             run([str(BIN / "ftk"), "train", str(recipe_path), f"train.packing={packing}",
                  f"train.per_device_train_batch_size={batch}"], tmp, env)
@@ -101,6 +107,7 @@ def main() -> None:
             # the closing summary (with include_num_input_tokens_seen every log row has a running train_runtime)
             runtime = next(e["train_runtime"] for e in reversed(state["log_history"]) if "train_loss" in e)
             fed = int(state.get("num_input_tokens_seen") or 0)
+            last_loss = next((e["loss"] for e in reversed(state["log_history"]) if "loss" in e), float("nan"))
             recipe = load_recipe(recipe_path, [f"train.packing={packing}"])
             real = real_tokens(recipe, manifest["data"], manifest["llamafactory_args"]["dataset_dir"])
             real_total = real * args.epochs
@@ -110,15 +117,18 @@ def main() -> None:
                 "examples_per_s": args.train_rows * args.epochs / runtime, "real_tokens_per_s": real_total / runtime,
                 "fed_tokens": fed, "padding_fraction": 1 - real_total / fed if fed else None,
                 "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "invalid": metrics["invalid"],
+                "last_loss": last_loss,
             })
-        print(f"real AG News: {args.train_rows} train rows x {args.epochs} epochs, tiny LLaMA h{args.hidden_size}/"
-              f"{args.layers} layers, batch {args.batch_size}, cutoff_len {args.cutoff}; {args.test_rows} test rows")
+        what = (f"tiny LLaMA h{args.hidden_size}/{args.layers} layers" if base.model.tiny else
+                f"{base.model.name_or_path} ({base.method.finetuning_type})")
+        print(f"real AG News: {args.train_rows} train rows x {args.epochs} epochs, {what}, batch {args.batch_size}, "
+              f"cutoff_len {args.cutoff}; {args.test_rows} test rows")
         print(f"{'packing':8} {'batch':>5} {'steps':>6} {'time s':>8} {'ex/s':>8} {'tok/s':>9} {'padding':>8} {'accuracy':>9} "
-              f"{'macro-F1':>9}")
+              f"{'macro-F1':>9} {'last loss':>9}")
         for r in results:
             pad = f"{r['padding_fraction']:.1%}" if r["padding_fraction"] is not None else "n/a"
             print(f"{r['packing']:8} {r['batch']:5d} {r['steps']:6d} {r['train_runtime_s']:8.1f} {r['examples_per_s']:8.1f} "
-                  f"{r['real_tokens_per_s']:9.0f} {pad:>8} {r['accuracy']:9.4f} {r['macro_f1']:9.4f}")
+                  f"{r['real_tokens_per_s']:9.0f} {pad:>8} {r['accuracy']:9.4f} {r['macro_f1']:9.4f} {r['last_loss']:9.4f}")
         base = results[0]["examples_per_s"]
         print("speed-up vs unpacked: " + ", ".join(f"{r['packing']} (batch {r['batch']}) "
                                                  f"{r['examples_per_s'] / base:.2f}x" for r in results[1:]))

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from conftest import REPO, ftk_here, realdata, run_ftk
 
 RECIPE = REPO / "configs" / "real" / "agnews_smollm2_lora.yaml"

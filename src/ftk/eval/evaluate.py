@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 from ftk.data.prepare import load_manifest
@@ -132,6 +133,8 @@ def evaluate_run(run_dir: str | Path, *, out_dir: str | Path | None = None, batc
     if shards > 1 and not head and not visible_gpus():
         print(f"[ftk] warning: --shards {shards} with no GPU runs {shards} CPU processes that share this machine's "
               f"cores, each loading the model: usually slower than one", file=sys.stderr, flush=True)
+    fresh = len(records) - _rows_in(Path(out_dir) / PREDICTIONS)  # rows this call predicts (the rest are reused)
+    started = time.perf_counter()
     if head:
         from ftk.eval.heads import head_info, predict_heads
 
@@ -149,13 +152,25 @@ def evaluate_run(run_dir: str | Path, *, out_dir: str | Path | None = None, batc
         preds = predict_sharded(run_dir, records, Path(out_dir), shards, extra)
     else:
         preds = predict(records, Path(out_dir), **kwargs)
+    seconds = time.perf_counter() - started
     metrics, rows = score(task, records, preds, base=base)
+    # throughput of this call's own predictions (model load included); none when every row was reused
+    metrics["eval_seconds"] = round(seconds, 2)
+    metrics["examples_per_s"] = round(fresh / seconds, 3) if fresh > 0 and seconds > 0 else None
     metrics["truncated_prompts"] = sum(bool(preds[r["id"]].get("truncated")) for r in records)
     metrics["cutoff_len"] = recipe.train.cutoff_len
     metrics.update({"run_dir": str(run_dir), "split": split, "model": model_path, "adapter": adapter,
                     "checkpoint": checkpoint, "mode": mode, "engine": engine, "shards": shards})
     write_outputs(out_dir, metrics, rows, task)
     return metrics, out_dir
+
+
+def _rows_in(path: Path) -> int:
+    try:
+        with open(path, "rb") as fh:
+            return sum(1 for line in fh if line.strip())
+    except FileNotFoundError:
+        return 0
 
 
 def evaluate_predictions(path: str | Path, task_name: str, out_dir: str | Path, *, data_dir: str | Path | None = None,

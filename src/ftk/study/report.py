@@ -77,7 +77,8 @@ def study_report(sdir: str | Path) -> dict:
         lo, hi = m.get("ci95", {}).get(head, [None, None])
         rows.append({"trial": s["id"], "base": bool(s.get("base")), "varied": s["varied"], "headline": head,
                      "value": m[head], "ci95": [lo, hi], "invalid_rate": m.get("invalid_rate"), "n": m.get("n"),
-                     "train_seconds": run.get("train_seconds"), "run_dir": s["run_dir"], "eval_dir": s["eval_dir"]})
+                     "train_seconds": run.get("train_seconds"), "eval_examples_per_s": m.get("examples_per_s"),
+                     "run_dir": s["run_dir"], "eval_dir": s["eval_dir"]})
     head = rows[0]["headline"]
     trials = [r for r in rows if not r["base"]]
     base = next((r for r in rows if r["base"]), None)
@@ -126,14 +127,15 @@ def report_markdown(rep: dict) -> str:
               else "") + f". vs best / vs base: delta {head} = the trial minus the best trial (or the base model) "
              f"on the paired items; {rep['tests']['mcnemar']}; {rep['tests']['bootstrap']}. "
              f"95% CI: {rep['tests']['ci95']}.", "",
-             f"| trial | varied | {head} | {head} 95% CI | invalid | train s | vs best (delta {head}) | "
+             f"| trial | varied | {head} | {head} 95% CI | invalid | train s | eval ex/s | vs best (delta {head}) | "
              f"vs base (delta {head}) |",
-             "|---|---|---:|---|---:|---:|---|---|"]
+             "|---|---|---:|---|---:|---:|---:|---|---|"]
     for r in rep["rows"]:
         mark = " **(best)**" if r["trial"] == rep["best"] else ""
         ci = f"[{_fmt(r['ci95'][0])}, {_fmt(r['ci95'][1])}]"
         lines.append(f"| {r['trial']}{mark} | {_varied(r)} | {_fmt(r['value'])} | {ci} | "
-                     f"{_fmt(r['invalid_rate'], '.2%')} | {_fmt(r['train_seconds'], '.0f')} | {_test(r['vs_best'])} | "
+                     f"{_fmt(r['invalid_rate'], '.2%')} | {_fmt(r['train_seconds'], '.0f')} | "
+                     f"{_fmt(r.get('eval_examples_per_s'), '.2f')} | {_test(r['vs_best'])} | "
                      f"{_test(r['vs_base'])} |")
     return "\n".join(lines) + "\n"
 
@@ -142,14 +144,15 @@ def _csv(rep: dict) -> str:
     buf = io.StringIO()
     h = rep["headline"]
     cols = ["trial", "base", *rep["axes"], h, f"{h}_ci95_low", f"{h}_ci95_high", "invalid_rate",
-            "train_seconds", f"vs_best_delta_{h}", "vs_best_mcnemar_p_holm", f"vs_best_bootstrap_{h}_p_holm",
+            "train_seconds", "eval_examples_per_s", f"vs_best_delta_{h}", "vs_best_mcnemar_p_holm", f"vs_best_bootstrap_{h}_p_holm",
             f"vs_base_delta_{h}", "vs_base_mcnemar_p_holm", f"vs_base_bootstrap_{h}_p_holm", "run_dir"]
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
     for r in rep["rows"]:
         t1, t2 = r["vs_best"] or {}, r["vs_base"] or {}
         w.writerow([r["trial"], r["base"], *(r["varied"].get(a, "") for a in rep["axes"]), r["value"],
-                    r["ci95"][0], r["ci95"][1], r["invalid_rate"], r["train_seconds"], t1.get("delta"),
+                    r["ci95"][0], r["ci95"][1], r["invalid_rate"], r["train_seconds"],
+                    r.get("eval_examples_per_s"), t1.get("delta"),
                     t1.get("mcnemar_p_holm"), t1.get("bootstrap_p_holm"), t2.get("delta"), t2.get("mcnemar_p_holm"),
                     t2.get("bootstrap_p_holm"), r["run_dir"]])
     return buf.getvalue()
