@@ -237,6 +237,7 @@ def test_eval_says_what_it_reuses_and_never_relabels_another_engines_predictions
     assert first["examples_per_s"] > 0 and first["eval_seconds"] > 0  # its own 8 rows, timed
     proc = ftk_here("eval", run_dir, "--out", out, "--limit", "8")
     assert proc.returncode == 0 and f"reusing 8 of 8 predictions already in {out / 'predictions.jsonl'}" in proc.stdout
+    assert "Loading weights" not in proc.stdout + proc.stderr  # transformers' own bar stays off ftk's terminal
     assert json.loads((out / "metrics.json").read_text())["examples_per_s"] is None  # nothing predicted: no rate
     rows = [json.loads(line) for line in (out / "predictions.jsonl").open()]
     assert {r["engine"] for r in rows} == {"hf"}

@@ -197,3 +197,17 @@ def output_to(log: str | Path) -> Iterator[None]:
         print("".join(Path(log).read_text(encoding="utf-8", errors="replace").splitlines(True)[-30:]),
               file=sys.stderr)
         raise
+
+
+@contextlib.contextmanager
+def no_library_bars() -> Iterator[None]:
+    """Keep transformers' own progress bars ("Loading weights") off ftk's terminal for the block."""
+    from transformers.utils import logging as tlog
+
+    was = tlog.is_progress_bar_enabled()
+    tlog.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            tlog.enable_progress_bar()

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from ftk.fileio import no_library_bars
 from ftk.train.prompts import load_template
 
 
@@ -47,13 +48,15 @@ def load(model_path: str, template_name: str, *, adapter: str | None = None,
         torch_dtype = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
     else:
         torch_dtype = getattr(torch, dtype)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype,
-                                                 trust_remote_code=trust_remote_code)
+    with no_library_bars():
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype,
+                                                     trust_remote_code=trust_remote_code)
     virtual = None
     if adapter:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, adapter)
+        with no_library_bars():
+            model = PeftModel.from_pretrained(model, adapter)
         if model.peft_config["default"].peft_type.value == "PROMPT_TUNING":
             # Prompt tuning changes no weight: the base model runs with the virtual tokens as a prefix.
             virtual = model.get_prompt_embedding_to_save("default").detach().to(torch_dtype)
