@@ -205,9 +205,24 @@ def _llamafactory_problems(recipe: Recipe, notes: list[str]) -> list[str]:
         errs, n = check_llamafactory(p.train_args, p.deepspeed, gpu=gpu)
         errors += [where + e for e in errs]
         notes += [where + x for x in n]
+        notes += [where + x for x in packing_notes(p.train_args)]
         names = [p.train_args["dataset"]] + ([p.train_args["eval_dataset"]] if "eval_dataset" in p.train_args else [])
         errors += [where + e for e in check_dataset_names(p.recipe, names)]
     return errors
+
+
+def packing_notes(args: dict) -> list[str]:
+    """What packing changes besides speed (measured by scripts/bench_packing.py, README "Packing")."""
+    if not args.get("packing") or args.get("stage") != "sft":
+        return []
+    out = ["`train.packing`: several examples share one cutoff_len sequence, so the same batch size makes fewer "
+           "optimizer steps (8x fewer in scripts/bench_packing.py); lower per_device_train_batch_size or raise "
+           "the epochs to keep the number of updates"]
+    if not args.get("neat_packing"):
+        out.append("`train.packing: true` lets each packed example attend to the examples before it, with positions "
+                   "restarting per example (LLaMA-Factory's plain packing); measured here, it trained a model to "
+                   "chance where `packing: neat` (no attention across examples) learnt: prefer neat")
+    return out
 
 
 def _has_gpu() -> bool:

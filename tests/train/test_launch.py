@@ -194,3 +194,17 @@ def test_slurm_script_of_ftk_trainer_runs_its_entry():
     last = text.splitlines()[-1]
     assert last.startswith("srun torchrun --nnodes 1 --nproc-per-node 2 --rdzv-backend c10d")
     assert last.endswith(f"-m ftk.train.hf.entry '{plans[0].dir}/trainer.yaml'")
+
+
+def test_validate_says_what_packing_changes_besides_speed():
+    """Plain packing trained a model to chance in scripts/bench_packing.py (attention across examples),
+    and packing at the same batch size cuts the optimizer steps ~8x: both are said, never silent."""
+    from ftk.validate import validate_recipe
+
+    recipe = REPO / "configs" / "agnews_tiny_cpu.yaml"
+    plain = validate_recipe(recipe, ["train.packing=true"], data="skip").notes
+    neat = validate_recipe(recipe, ["train.packing=neat"], data="skip").notes
+    off = validate_recipe(recipe, [], data="skip").notes
+    assert any("fewer optimizer steps" in n for n in plain) and any("fewer optimizer steps" in n for n in neat)
+    assert any("prefer neat" in n for n in plain) and not any("prefer neat" in n for n in neat)
+    assert not any("packing" in n for n in off)
