@@ -109,7 +109,7 @@ def _fmt(x, spec=".4f") -> str:
 
 
 def _varied(r: dict) -> str:
-    return "base model" if r["base"] else ", ".join(f"{k}={v}" for k, v in r["varied"].items())
+    return "base model" if r["base"] else (", ".join(f"{k}={v}" for k, v in r["varied"].items()) or "the recipe")
 
 
 def _test(t: dict | None) -> str:

@@ -61,7 +61,7 @@ def run_trial(trial: Trial, spec: StudySpec, recipe_path: Path, sdir: Path) -> d
     recipe = check_for_training(recipe_path, trial.overrides)
     # The trials of a study are one W&B group: set in the trainer's environment, never in ftk's own.
     extra_env = {"WANDB_RUN_GROUP": spec.name} if recipe.tracking.report_to == "wandb" else None
-    what = ", ".join(as_overrides(trial.varied)) or "the base model"
+    what = "the base model" if trial.base else (", ".join(as_overrides(trial.varied)) or "the recipe as it is")
     print(f"[study] trial {trial.id}: {what}", flush=True)
     if trial.base:
         run_dir = make_base_run(recipe, recipe_path, trial.overrides, runs_dir=sdir / "runs")
