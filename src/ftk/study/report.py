@@ -30,9 +30,11 @@ def _paired(a: dict, b: dict, metric: str) -> dict:
     c = compare(a["eval_dir"], b["eval_dir"])
     key = f"paired_bootstrap_{metric}" if f"paired_bootstrap_{metric}" in c else "paired_bootstrap_item_score"
     boot = c[key]
+    # delta is always the metric's own (b - a); the bootstrap says what it resampled (an entity F1 has
+    # no per-item form, so its test is of the mean per-sentence score)
     return {"mcnemar_p": c["mcnemar"]["p_value"], "mcnemar_method": c["mcnemar"]["method"],
-            "bootstrap_p": boot["p_value"], "n_boot": boot["n_boot"], "delta": boot["delta"],
-            "what": metric if key.endswith(metric) else "mean item score"}
+            "bootstrap_p": boot["p_value"], "n_boot": boot["n_boot"], "delta": b["value"] - a["value"],
+            "bootstrap_delta": boot["delta"], "what": metric if key.endswith(metric) else "mean item score"}
 
 
 def study_options(sdir: Path) -> tuple[str | None, str]:
@@ -115,7 +117,8 @@ def _varied(r: dict) -> str:
 def _test(t: dict | None) -> str:
     if not t:
         return ""
-    return f"{t['delta']:+.4f} (McNemar p={t['mcnemar_p_holm']:.3g}, bootstrap p={t['bootstrap_p_holm']:.3g})"
+    of = "" if t.get("what") in (None, "accuracy", "macro_f1") or "item" not in t["what"] else f" of the {t['what']}"
+    return f"{t['delta']:+.4f} (McNemar p={t['mcnemar_p_holm']:.3g}, bootstrap p={t['bootstrap_p_holm']:.3g}{of})"
 
 
 def report_markdown(rep: dict) -> str:
