@@ -199,12 +199,12 @@ def test_slurm_script_of_ftk_trainer_runs_its_entry():
 def test_validate_says_what_packing_changes_besides_speed():
     """Plain packing trained a model to chance in scripts/bench_packing.py (attention across examples),
     and packing at the same batch size cuts the optimizer steps ~8x: both are said, never silent."""
-    from ftk.validate import validate_recipe
+    from ftk.validate import packing_notes, validate_recipe
 
-    recipe = REPO / "configs" / "agnews_tiny_cpu.yaml"
-    plain = validate_recipe(recipe, ["train.packing=true"], data="skip").notes
-    neat = validate_recipe(recipe, ["train.packing=neat"], data="skip").notes
-    off = validate_recipe(recipe, [], data="skip").notes
+    plain = packing_notes({"stage": "sft", "packing": True})
+    neat = packing_notes({"stage": "sft", "packing": True, "neat_packing": True})
     assert any("fewer optimizer steps" in n for n in plain) and any("fewer optimizer steps" in n for n in neat)
     assert any("prefer neat" in n for n in plain) and not any("prefer neat" in n for n in neat)
-    assert not any("packing" in n for n in off)
+    assert packing_notes({"stage": "sft"}) == [] and packing_notes({"stage": "pt", "packing": True}) == []
+    notes = validate_recipe(REPO / "configs" / "agnews_tiny_cpu.yaml", ["train.packing=true"], data="skip").notes
+    assert any("prefer neat" in n for n in notes)  # wired into `ftk validate` (and the checks train runs)
