@@ -164,3 +164,23 @@ def test_compare_refuses_evaluations_of_different_test_data(tmp_path, synth_dir)
         compare(*dirs)
     proc = run_ftk("compare", *dirs)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "different gold answers" in proc.stderr
+
+
+def test_one_class_for_every_item_is_a_warning_in_the_report_and_on_the_screen(tmp_path, prepared):
+    """A collapsed model (every answer "4: Sci/Tech", as the first real SmolLM2 AG News run did) is
+    said in report.md and on stderr; a model that answers more than one class, or only invalid text,
+    is not called one-class."""
+    records = read_records(prepared / "agnews_test.jsonl")
+    one = _write(tmp_path / "one.jsonl", [{"id": r["id"], "predict": "4: Sci/Tech"} for r in records])
+    proc = run_ftk("eval", "--predictions", one, "--task", "agnews", "--data", prepared, "--out", tmp_path / "e1")
+    assert proc.returncode == 0 and "predicts one class for every item (Sci/Tech)" in proc.stderr
+    assert "predicts one class for every item (Sci/Tech)" in (tmp_path / "e1" / "report.md").read_text()
+    from ftk.eval.report import one_class
+
+    m, _ = evaluate_predictions(_write(tmp_path / "two.jsonl", [{"id": r["id"], "predict": o} for r, o in
+                                                                 zip(records, _noisy_outputs(records, 1))]),
+                                "agnews", tmp_path / "e2", data_dir=prepared)
+    assert one_class(m) is None and "one class" not in (tmp_path / "e2" / "report.md").read_text()
+    m, _ = evaluate_predictions(_write(tmp_path / "inv.jsonl", [{"id": r["id"], "predict": "?"} for r in records]),
+                                "agnews", tmp_path / "e3", data_dir=prepared)
+    assert one_class(m) is None  # all invalid: said by the invalid rate, not as a class

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from ftk.fileio import atomic_open, write_json, write_text
@@ -23,6 +24,23 @@ def truncation_line(m: dict) -> str | None:
             f"{m.get('cutoff_len')}; instruction and chat template kept, as in training)")
 
 
+def one_class(m: dict) -> str | None:
+    """The label a classifier predicted for every item (invalid outputs aside: all-invalid is not one
+    class), or None."""
+    conf = m.get("confusion")
+    if not conf or m.get("n", 0) < 2:
+        return None
+    cols = [sum(row[j] for row in conf["matrix"]) for j in range(len(conf["columns"]))]
+    used = [c for c, k in zip(conf["columns"], cols) if k]
+    return used[0] if len(used) == 1 and used[0] in conf["labels"] else None
+
+
+def one_class_line(m: dict) -> str | None:
+    lab = one_class(m)
+    return None if lab is None else (f"warning: predicts one class for every item ({lab}): the model is not "
+                                     "reading its input (collapsed to a prior), whatever its accuracy")
+
+
 def markdown_report(m: dict) -> str:
     if m.get("kind") == "ner":
         return _markdown_ner(m)
@@ -37,6 +55,7 @@ def markdown_report(m: dict) -> str:
         "",
         *_ci_line(m),
         *([truncation_line(m)] if truncation_line(m) else []),
+        *([f"**{one_class_line(m)}**"] if one_class_line(m) else []),
         "",
         "| label | precision | recall | F1 | support | invalid |",
         "|---|---:|---:|---:|---:|---:|",
@@ -102,6 +121,8 @@ def print_table(m: dict) -> None:
     Console().print(table)
     if note:
         print(note)
+    if one_class_line(m):
+        print(one_class_line(m), file=sys.stderr, flush=True)
 
 
 def confusion_png(m: dict, path: Path) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ftk.errors import FtkError
 from ftk.eval.compare import N_BOOT, compare
+from ftk.eval.report import one_class
 from ftk.fileio import atomic_open, write_json, write_text
 from ftk.study.state import load_states
 
@@ -80,6 +81,7 @@ def study_report(sdir: str | Path) -> dict:
         rows.append({"trial": s["id"], "base": bool(s.get("base")), "varied": s["varied"], "headline": head,
                      "value": m[head], "ci95": [lo, hi], "invalid_rate": m.get("invalid_rate"), "n": m.get("n"),
                      "train_seconds": run.get("train_seconds"), "eval_examples_per_s": m.get("examples_per_s"),
+                     "one_class": one_class(m),
                      "run_dir": s["run_dir"], "eval_dir": s["eval_dir"]})
     head = rows[0]["headline"]
     trials = [r for r in rows if not r["base"]]
@@ -135,6 +137,7 @@ def report_markdown(rep: dict) -> str:
              "|---|---|---:|---|---:|---:|---:|---|---|"]
     for r in rep["rows"]:
         mark = " **(best)**" if r["trial"] == rep["best"] else ""
+        mark += f" (predicts {r['one_class']} for every item)" if r.get("one_class") else ""
         ci = f"[{_fmt(r['ci95'][0])}, {_fmt(r['ci95'][1])}]"
         lines.append(f"| {r['trial']}{mark} | {_varied(r)} | {_fmt(r['value'])} | {ci} | "
                      f"{_fmt(r['invalid_rate'], '.2%')} | {_fmt(r['train_seconds'], '.0f')} | "
