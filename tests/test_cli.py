@@ -60,3 +60,38 @@ def test_version():
 
     proc = run_ftk("--version")
     assert proc.returncode == 0 and proc.stdout.strip() == f"ftk {__version__}"
+
+
+def _help_examples() -> list[tuple[str, str]]:
+    """(command path, example line) for every example in every command's --help."""
+    import typer
+
+    from ftk.cli.main import app
+
+    out = []
+
+    def walk(cmd, path):
+        doc = cmd.help or ""
+        if "Examples:" in doc:
+            for line in doc.split("Examples:", 1)[1].splitlines():
+                line = line.strip().rstrip("\\n").strip()
+                if line.startswith("ftk "):
+                    out.append((path, line))
+        for name, sub in getattr(cmd, "commands", {}).items():
+            walk(sub, f"{path} {name}")
+
+    walk(typer.main.get_command(app), "ftk")
+    return out
+
+
+def test_every_help_example_names_files_that_exist():
+    """The recipes, studies, examples and shared data a --help example names are real files (an
+    example once named studies/agnews_lr_tiny.yaml); output folders and run names are placeholders."""
+    examples = _help_examples()
+    assert len(examples) > 30
+    missing = []
+    for where, line in examples:
+        for tok in line.split():
+            if tok.startswith(("configs/", "studies/", "examples/", "../shared/")) and not (REPO / tok).exists():
+                missing.append(f"{where}: {tok}")
+    assert missing == []

@@ -26,8 +26,8 @@ def study_run_cmd(
     study resumes. The report (table, CIs, paired tests, plots) is written at the end.
 
     Examples:\n
-      ftk study run studies/agnews_lr_tiny.yaml\n
-      ftk study run studies/agnews_lr.yaml --dry-run
+      ftk study run studies/s0_agnews_lr_tiny.yaml\n
+      ftk study run studies/s0_agnews_lr.yaml --dry-run
     """
     from ftk.study.run import run_study
 
@@ -42,8 +42,8 @@ def study_report_cmd(
     Holm-corrected McNemar and paired-bootstrap tests against the best trial and the base model.
 
     Examples:\n
-      ftk study report runs/study-agnews_lr_tiny\n
-      ftk study report /scratch/me/study-agnews_lr
+      ftk study report runs/study-s0_agnews_lr_tiny\n
+      ftk study report /scratch/me/study-s0_agnews_lr
     """
     from ftk.study.report import print_report, study_report
 
