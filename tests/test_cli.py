@@ -74,7 +74,7 @@ def _help_examples() -> list[tuple[str, str]]:
         doc = cmd.help or ""
         if "Examples:" in doc:
             for line in doc.split("Examples:", 1)[1].splitlines():
-                line = line.strip().rstrip("\\n").strip()
+                line = line.strip().removesuffix("\\n").strip()
                 if line.startswith("ftk "):
                     out.append((path, line))
         for name, sub in getattr(cmd, "commands", {}).items():
