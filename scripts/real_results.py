@@ -52,7 +52,7 @@ def main() -> None:
         rep = study_report(sdir)  # rebuilt from the finished trials (a study may be partly run)
         for r in rep["rows"]:
             m = json.loads(Path(r["eval_dir"], "metrics.json").read_text())  # trial folders resolved from here
-            row = "base (untrained)" if r["base"] else (", ".join(f"{k}={v}" for k, v in r["varied"].items()) or "tuned")
+            row = ("base (untrained head)" if m.get("mode") == "head" else "base (zero-shot)") if r["base"] else (", ".join(f"{k}={v}" for k, v in r["varied"].items()) or "tuned")
             p = (r.get("vs_base") or {}).get("mcnemar_p_holm")
             ner = m.get("kind") == "ner"
             ent = fmt_ci(m, "f1") if ner else "-"
