@@ -144,13 +144,7 @@ def main() -> None:
     t0 = time.perf_counter()
     with torch.inference_mode():
         for s in range(0, n, args.floor_batch_size):
-            idx = order[s:s + args.floor_batch_size]
-            w = max(len(prompts[i]) for i in idx)
-            ids = torch.full((len(idx), w), pad)
-            mask = torch.zeros_like(ids)
-            for r, i in enumerate(idx):
-                ids[r, w - len(prompts[i]):] = torch.tensor(prompts[i])
-                mask[r, w - len(prompts[i]):] = 1
+            ids, mask = left_padded(prompts, order[s:s + args.floor_batch_size], pad)
             loaded.model(input_ids=ids.to(device), attention_mask=mask.to(device), logits_to_keep=1)
     sync()
     results["floor (1 forward/prompt)"] = n / (time.perf_counter() - t0)
@@ -216,6 +210,19 @@ def fetched_template(model: Path) -> str | None:
     return next((f.template for f in REGISTRY.values() if f.sha256 == sha), None)
 
 
+def left_padded(prompts: list[list[int]], idx: list[int], pad: int):
+    """(input ids, attention mask) of the prompts at `idx`, padded on the left to the longest."""
+    import torch
+
+    w = max(len(prompts[i]) for i in idx)
+    ids = torch.full((len(idx), w), pad)
+    mask = torch.zeros_like(ids)
+    for r, i in enumerate(idx):
+        ids[r, w - len(prompts[i]):] = torch.tensor(prompts[i])
+        mask[r, w - len(prompts[i]):] = 1
+    return ids, mask
+
+
 def hf_generate(loaded, prompts: list[list[int]], order: list[int], batch_size: int, max_new_tokens: int,
                 device: str) -> list[str]:
     """Plain transformers: left-padded batches (longest first), greedy `generate`, stop on the
@@ -228,12 +235,8 @@ def hf_generate(loaded, prompts: list[list[int]], order: list[int], batch_size: 
     with torch.inference_mode():
         for s in range(0, len(order), batch_size):
             idx = order[s:s + batch_size]
-            w = max(len(prompts[i]) for i in idx)
-            ids = torch.full((len(idx), w), pad)
-            mask = torch.zeros_like(ids)
-            for r, i in enumerate(idx):
-                ids[r, w - len(prompts[i]):] = torch.tensor(prompts[i])
-                mask[r, w - len(prompts[i]):] = 1
+            ids, mask = left_padded(prompts, idx, pad)
+            w = ids.shape[1]
             gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
                                  max_new_tokens=max_new_tokens, eos_token_id=list(loaded.stop_ids), pad_token_id=pad)
             for r, i in enumerate(idx):
