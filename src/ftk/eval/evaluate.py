@@ -17,7 +17,7 @@ from ftk.data.task import TaskSpec, load_task
 from ftk.errors import FtkError
 from ftk.eval.extract import INVALID, make_extractor
 from ftk.eval.predict import auto_batch_size, predict, predict_sharded, visible_gpus
-from ftk.eval.predictions import PREDICTIONS, align, read_prediction_rows
+from ftk.eval.predictions import PREDICTIONS, align, read_done, read_prediction_rows
 from ftk.eval.report import write_outputs
 from ftk.eval.scoring import score
 from ftk.fileio import sha256_file
@@ -133,7 +133,8 @@ def evaluate_run(run_dir: str | Path, *, out_dir: str | Path | None = None, batc
     if shards > 1 and not head and not visible_gpus():
         print(f"[ftk] warning: --shards {shards} with no GPU runs {shards} CPU processes that share this machine's "
               f"cores, each loading the model: usually slower than one", file=sys.stderr, flush=True)
-    fresh = len(records) - _rows_in(Path(out_dir) / PREDICTIONS)  # rows this call predicts (the rest are reused)
+    done = read_done(Path(out_dir) / PREDICTIONS)
+    fresh = sum(r["id"] not in done for r in records)  # rows this call predicts (the rest are reused)
     started = time.perf_counter()
     if head:
         from ftk.eval.heads import head_info, predict_heads
@@ -163,14 +164,6 @@ def evaluate_run(run_dir: str | Path, *, out_dir: str | Path | None = None, batc
                     "checkpoint": checkpoint, "mode": mode, "engine": engine, "shards": shards})
     write_outputs(out_dir, metrics, rows, task)
     return metrics, out_dir
-
-
-def _rows_in(path: Path) -> int:
-    try:
-        with open(path, "rb") as fh:
-            return sum(1 for line in fh if line.strip())
-    except FileNotFoundError:
-        return 0
 
 
 def evaluate_predictions(path: str | Path, task_name: str, out_dir: str | Path, *, data_dir: str | Path | None = None,

@@ -85,10 +85,10 @@ def read_gguf(path: Path) -> GGUFInfo:
                 continue
             meta[key] = field.contents()
         counts: dict[str, int] = {}
+        size = path.stat().st_size
         for t in reader.tensors:
             counts[t.tensor_type.name] = counts.get(t.tensor_type.name, 0) + 1
-            end = int(t.data_offset) + int(t.n_bytes)
-            if end > path.stat().st_size:
+            if int(t.data_offset) + int(t.n_bytes) > size:
                 raise ValueError(f"tensor {t.name} runs past the end of the file")
     except FtkError:
         raise

@@ -119,7 +119,7 @@ def _varied(r: dict) -> str:
 def _test(t: dict | None) -> str:
     if not t:
         return ""
-    of = "" if t.get("what") in (None, "accuracy", "macro_f1") or "item" not in t["what"] else f" of the {t['what']}"
+    of = f" of the {t['what']}" if t.get("what") == "mean item score" else ""  # not the metric itself
     return f"{t['delta']:+.4f} (McNemar p={t['mcnemar_p_holm']:.3g}, bootstrap p={t['bootstrap_p_holm']:.3g}{of})"
 
 

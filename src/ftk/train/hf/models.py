@@ -133,19 +133,19 @@ def load_head(model_dir: Path, base_model: str, *, trust_remote_code: bool = Fal
     kwargs = dict(num_labels=len(labels), id2label=dict(enumerate(labels)),
                   label2id={lab: i for i, lab in enumerate(labels)}, trust_remote_code=trust_remote_code,
                   dtype=torch.float32)
-    if (Path(model_dir) / "adapter_config.json").is_file():
-        from peft import PeftModel
+    with no_library_bars():
+        if (Path(model_dir) / "adapter_config.json").is_file():
+            from peft import PeftModel
 
-        with no_library_bars():
             with new_head_expected():  # the head comes with the adapter (modules_to_save)
                 base = auto.from_pretrained(base_model, **kwargs)
             model = PeftModel.from_pretrained(base, str(model_dir))
-    elif untrained:  # a base model: no trained head
-        print("[ftk] the base model has no trained head: a seeded random head (near chance by design)", flush=True)
-        with new_head_expected(), no_library_bars():
-            model = auto.from_pretrained(str(model_dir), **kwargs)
-    else:
-        with no_library_bars():
+        elif untrained:  # a base model: no trained head
+            print("[ftk] the base model has no trained head: a seeded random head (near chance by design)",
+                  flush=True)
+            with new_head_expected():
+                model = auto.from_pretrained(str(model_dir), **kwargs)
+        else:
             model = auto.from_pretrained(str(model_dir), **kwargs)
     model.config.pad_token_id = tokenizer.pad_token_id
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
