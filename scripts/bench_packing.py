@@ -12,6 +12,11 @@ Packing also cuts the number of optimizer steps (same epochs, fewer and longer s
 fourth row trains packed with a smaller batch (`--packed-batch-size`) to about as many steps as
 unpacked: speed and accuracy at equal updates.
 
+`--direct` answers "is it LLaMA-Factory's or ftk's?": for each packed row it runs the LLaMA-Factory
+YAML that ftk wrote with `llamafactory-cli train` itself (no ftk process, the user's plain environment)
+into another folder and compares the two loss logs step by step; identical logs mean the packed
+training is LLaMA-Factory's own.
+
     python scripts/bench_packing.py                       # 2,000 train rows, 2 epochs, 2,000 test rows
     python scripts/bench_packing.py --cutoff 1024 --test-rows 7600
 """
@@ -56,6 +61,35 @@ def real_tokens(recipe, manifest: dict, dataset_dir: str) -> int:
     return sum(len(p) + len(t) for p, t in map(prompter.encode, recs))
 
 
+def losses(state: dict) -> dict[int | str, float]:
+    """Every logged step's loss, and the run's mean training loss under "train_loss"."""
+    out = {e["step"]: e["loss"] for e in state["log_history"] if "loss" in e}
+    out["train_loss"] = next(e["train_loss"] for e in reversed(state["log_history"]) if "train_loss" in e)
+    return out
+
+
+def direct_run(run_dir: Path, state: dict, tmp: Path) -> dict:
+    """Train the LLaMA-Factory YAML that ftk wrote for `run_dir` with `llamafactory-cli train` (no ftk),
+    then compare its loss log with ftk's."""
+    cfg = yaml.safe_load((run_dir / "llamafactory.yaml").read_text())
+    out = tmp / "direct" / run_dir.name
+    cfg["output_dir"] = str(out)
+    cfg["plot_loss"] = False
+    path = tmp / "direct" / f"{run_dir.name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FTK_")}
+    env["PATH"] = str(BIN) + os.pathsep + env.get("PATH", "")
+    run([str(BIN / "llamafactory-cli"), "train", str(path)], run_dir.parents[1], env)
+    mine = json.loads((out / "trainer_state.json").read_text())
+    a, b = losses(state), losses(mine)
+    shared = set(a) & set(b)
+    return {"steps": mine["global_step"], "compared": len(shared),
+            "max_abs_diff": max((abs(a[s] - b[s]) for s in shared), default=float("nan")),
+            "train_loss": b["train_loss"], "ftk_train_loss": a["train_loss"],
+            "train_runtime_s": next(e["train_runtime"] for e in reversed(mine["log_history"]) if "train_loss" in e)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--train-rows", type=int, default=2000)
@@ -67,6 +101,8 @@ def main() -> None:
     ap.add_argument("--hidden-size", type=int, default=128)
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    ap.add_argument("--direct", action="store_true",
+                    help="rerun each packed row with `llamafactory-cli train` on ftk's YAML and compare the loss logs")
     ap.add_argument("--recipe", default=str(REPO / "configs" / "agnews_tiny_real.yaml"),
                     help="base recipe (a real-model one, e.g. configs/real/agnews_smollm2_lora.yaml, keeps its model)")
     ap.add_argument("--configs", default="false:B,true:B,neat:B,true:P,neat:P",
@@ -93,7 +129,7 @@ def main() -> None:
             "model": model,
             "runs_dir": str(tmp / "runs"),
             "train": {"num_train_epochs": args.epochs, "cutoff_len": args.cutoff, "save_steps": 100_000,
-                      "per_device_train_batch_size": args.batch_size, "logging_steps": 5},
+                      "per_device_train_batch_size": args.batch_size, "logging_steps": 1},
             "llamafactory_args": {"include_num_input_tokens_seen": True}}))
         sizes = {"B": args.batch_size, "P": args.packed_batch_size}
         configs = [(p, sizes.get(b) or int(b)) for p, b in (c.split(":") for c in args.configs.split(","))]
@@ -112,12 +148,13 @@ def main() -> None:
             real = real_tokens(recipe, manifest["data"], manifest["llamafactory_args"]["dataset_dir"])
             real_total = real * args.epochs
             metrics = json.loads((run_dir / "eval-test" / "metrics.json").read_text())
+            direct = direct_run(run_dir, state, tmp) if args.direct and packing != "false" else None
             results.append({
                 "packing": packing, "batch": batch, "steps": state["global_step"], "train_runtime_s": runtime,
                 "examples_per_s": args.train_rows * args.epochs / runtime, "real_tokens_per_s": real_total / runtime,
                 "fed_tokens": fed, "padding_fraction": 1 - real_total / fed if fed else None,
                 "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "invalid": metrics["invalid"],
-                "last_loss": last_loss,
+                "last_loss": last_loss, "direct": direct,
             })
         what = (f"tiny LLaMA h{args.hidden_size}/{args.layers} layers" if base.model.tiny else
                 f"{base.model.name_or_path} ({base.method.finetuning_type})")
@@ -129,6 +166,12 @@ def main() -> None:
             pad = f"{r['padding_fraction']:.1%}" if r["padding_fraction"] is not None else "n/a"
             print(f"{r['packing']:8} {r['batch']:5d} {r['steps']:6d} {r['train_runtime_s']:8.1f} {r['examples_per_s']:8.1f} "
                   f"{r['real_tokens_per_s']:9.0f} {pad:>8} {r['accuracy']:9.4f} {r['macro_f1']:9.4f} {r['last_loss']:9.4f}")
+        for r in results:
+            if r["direct"]:
+                d = r["direct"]
+                print(f"llamafactory-cli train directly, packing {r['packing']} batch {r['batch']}: {d['steps']} steps, "
+                      f"{d['compared']} losses compared (each step + the mean), max |ftk - direct| = {d['max_abs_diff']:.2e}; "
+                      f"train_loss {d['train_loss']:.4f} vs ftk {d['ftk_train_loss']:.4f}; train_runtime {d['train_runtime_s']:.1f} s")
         base = results[0]["examples_per_s"]
         print("speed-up vs unpacked: " + ", ".join(f"{r['packing']} (batch {r['batch']}) "
                                                  f"{r['examples_per_s'] / base:.2f}x" for r in results[1:]))
