@@ -54,6 +54,14 @@ def test_llamafactory_format_matched_by_order(tmp_path, prepared):
     assert lo <= m["accuracy"] <= hi
     for name in ("metrics.json", "report.md", "confusion.png", "errors.jsonl", "predictions.jsonl"):
         assert (out / name).exists()
+    # report.md says how each interval was computed, and why micro-F1 is not accuracy with invalid outputs
+    report = (out / "report.md").read_text()
+    assert m["ci95_method"] == {"accuracy": "Wilson score interval",
+                                "macro_f1": "percentile bootstrap over items, B = 1,000 resamples, seed 0"}
+    assert f"95% CI of accuracy: [{lo:.4f}, {hi:.4f}] (Wilson score interval)" in report
+    assert "95% CI of macro_f1:" in report and "(percentile bootstrap over items, B = 1,000" in report
+    assert m["invalid"] > 0 and m["micro_f1"] > m["accuracy"]
+    assert f"micro F1 ({m['micro_f1']:.4f}) is not accuracy ({m['accuracy']:.4f}) because {m['invalid']} outputs" in report
     errors = [json.loads(l) for l in (out / "errors.jsonl").read_text().splitlines()]
     assert len(errors) == sum(g != p for g, p in zip(gold, pred))
     assert sum(e["invalid"] for e in errors) == m["invalid"]

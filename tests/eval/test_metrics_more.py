@@ -115,6 +115,26 @@ def test_sentence_similarity_offline_matches_sentence_transformers():
     assert ours[0] > 0.5
 
 
+def _wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """The Wilson score interval from its formula (Wilson 1927), independent of scipy."""
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return centre - half, centre + half
+
+
+@pytest.mark.parametrize("k,n", [(0, 300), (300, 300), (1, 7), (163, 400), (5, 5)])
+def test_accuracy_ci_is_wilson_and_a_real_interval_at_0_and_1(k, n):
+    labels = ["a", "b"]
+    gold = ["a"] * n
+    pred = ["a"] * k + ["[invalid]"] * (n - k)
+    lo, hi = M.classification_ci(gold, pred, labels, "accuracy")
+    ref = _wilson(k, n)
+    assert lo == pytest.approx(ref[0], abs=1e-9) and hi == pytest.approx(ref[1], abs=1e-9)
+    assert lo <= k / n <= hi and hi - lo > 0.005  # never [0, 0] or [1, 1]
+    assert M.ci_method("accuracy") == M.WILSON and "bootstrap" in M.ci_method("macro_f1")
+
+
 def test_bootstrap_ci_brackets_the_estimate_and_is_seeded():
     rng = np.random.default_rng(0)
     labels = ["a", "b", "c"]

@@ -62,6 +62,7 @@ def test_deltas_and_tests_are_on_the_metric_the_table_shows(tmp_path, records):
         assert rows[tid]["vs_base"]["what"] == "accuracy"
     md = (sdir / "report.md").read_text()
     assert "| accuracy 95% CI |" in md and "delta accuracy" in md and "(k+1)/(B+1)" in md and "McNemar" in md
+    assert "95% CI: accuracy of each trial alone, Wilson score interval." in md
     header = (sdir / "report.csv").read_text().splitlines()[0].split(",")
     assert "vs_base_delta_accuracy" in header and "vs_best_bootstrap_accuracy_p_holm" in header
 
@@ -71,6 +72,7 @@ def test_deltas_and_tests_are_on_the_metric_the_table_shows(tmp_path, records):
     assert rep["headline"] == "macro_f1"
     m = json.loads((sdir / "evals" / "t00-a" / "metrics.json").read_text())
     assert rows["t00-a"]["value"] == m["macro_f1"] and rows["t00-a"]["ci95"] == m["ci95"]["macro_f1"]
+    assert "95% CI: macro_f1 of each trial alone, percentile bootstrap over items" in (sdir / "report.md").read_text()
     assert rows["t00-a"]["vs_base"]["delta"] == pytest.approx(rows["t00-a"]["value"] - rows["base"]["value"])
 
 

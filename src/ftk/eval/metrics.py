@@ -254,12 +254,35 @@ def macro_f1_from_codes(codes: np.ndarray, k: int) -> float:
     return float(_f1(prec, rec).mean())
 
 
+def wilson_ci(hits: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion hits / n (scipy's): a real interval at 0 and at 1, where
+    a bootstrap of an all-wrong or all-right column collapses to [0, 0] or [1, 1]."""
+    if n == 0:
+        return (0.0, 1.0)
+    from scipy.stats import binomtest
+
+    ci = binomtest(int(hits), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+WILSON = "Wilson score interval"
+
+
+def bootstrap_method(n_boot: int, unit: str = "items") -> str:
+    return f"percentile bootstrap over {unit}, B = {n_boot:,} resamples, seed 0"
+
+
 def classification_ci(gold: Sequence[str], pred: Sequence[str], labels: Sequence[str], metric: str = "accuracy",
                       *, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """Bootstrap 95% CI for accuracy or macro_f1 (computed from resampled confusion codes)."""
+    """95% CI of accuracy (Wilson score interval: accuracy is a proportion of items) or of macro_f1
+    (percentile bootstrap of the items, from resampled confusion codes): `ci_method` names each."""
     k = len(labels)
     codes = label_codes(gold, pred, labels)
     if metric == "accuracy":
-        correct = (codes // (k + 1) == codes % (k + 1)).astype(float)
-        return bootstrap_ci(lambda idx: correct[idx].mean(), len(codes), n_boot=n_boot, seed=seed)
+        return wilson_ci(int((codes // (k + 1) == codes % (k + 1)).sum()), len(codes))
     return bootstrap_ci(lambda idx: macro_f1_from_codes(codes[idx], k), len(codes), n_boot=n_boot, seed=seed)
+
+
+def ci_method(metric: str, n_boot: int = 1000) -> str:
+    """How classification_ci computes the interval of `metric`."""
+    return WILSON if metric == "accuracy" else bootstrap_method(n_boot)

@@ -10,8 +10,25 @@ from ftk.fileio import atomic_open, write_json, write_text
 from ftk.train.runs import package_versions
 
 
+def ci_method(m: dict, metric: str) -> str:
+    """How the metrics file's 95% CI of `metric` was computed (files written before ftk recorded it
+    used a percentile bootstrap)."""
+    return m.get("ci95_method", {}).get(metric, "percentile bootstrap")
+
+
 def _ci_line(m: dict) -> list[str]:
-    return [f"95% bootstrap CI of {k}: [{lo:.4f}, {hi:.4f}]" for k, (lo, hi) in m.get("ci95", {}).items()]
+    return [f"95% CI of {k}: [{lo:.4f}, {hi:.4f}] ({ci_method(m, k)})" for k, (lo, hi) in m.get("ci95", {}).items()]
+
+
+def micro_f1_note(m: dict) -> str | None:
+    """Why micro-F1 is above accuracy when some outputs are invalid (None when they are equal)."""
+    if not m.get("invalid") or abs(m["micro_f1"] - m["accuracy"]) < 5e-5:
+        return None
+    valid = m["n"] - m["invalid"]
+    precision = m["accuracy"] * m["n"] / valid if valid else 0.0
+    return (f"micro F1 ({m['micro_f1']:.4f}) is not accuracy ({m['accuracy']:.4f}) because {m['invalid']} outputs "
+            f"are invalid: they are wrong for accuracy and recall (micro recall = accuracy), but name no label, so "
+            f"micro precision counts only the {valid} valid outputs ({precision:.4f}); accuracy is the figure to quote.")
 
 
 def truncation_line(m: dict) -> str | None:
@@ -54,6 +71,7 @@ def markdown_report(m: dict) -> str:
         f"MCC = {m['mcc']:.4f} | invalid = {m['invalid']} ({m['invalid_rate']:.2%})",
         "",
         *_ci_line(m),
+        *([micro_f1_note(m)] if micro_f1_note(m) else []),
         *([truncation_line(m)] if truncation_line(m) else []),
         *([f"**{one_class_line(m)}**"] if one_class_line(m) else []),
         "",

@@ -59,8 +59,10 @@ def score_classification(task: TaskSpec, records: list[dict], preds: dict[str, d
     gold, pred = [x["label"] for x in rows], [x["extracted"] for x in rows]
     metrics = M.classification_metrics(gold, pred, task.labels)
     headline = task.metrics[0] if task.metrics and task.metrics[0] in ("accuracy", "macro_f1") else "accuracy"
-    metrics.update({"headline": headline, "ci95": {m: list(M.classification_ci(gold, pred, task.labels, m))
-                                                    for m in (headline, *{"accuracy", "macro_f1"} - {headline})}})
+    order = (headline, *sorted({"accuracy", "macro_f1"} - {headline}))
+    metrics.update({"headline": headline,
+                    "ci95": {m: list(M.classification_ci(gold, pred, task.labels, m)) for m in order},
+                    "ci95_method": {m: M.ci_method(m) for m in order}})
     return metrics, rows
 
 
@@ -98,6 +100,7 @@ def score_ner(task: TaskSpec, records: list[dict], preds: dict[str, dict]) -> tu
 
     metrics["headline"] = "f1"
     metrics["ci95"] = {"f1": list(M.bootstrap_ci(f1_of, n, n_boot=200))}
+    metrics["ci95_method"] = {"f1": M.bootstrap_method(200, "sentences")}
     return metrics, rows
 
 
@@ -173,4 +176,5 @@ def score_shopbench(records: list[dict], preds: dict[str, dict]) -> tuple[dict, 
         "invalid_by_task_type": {k: int(sum(v)) for k, v in sorted(by_type_invalid.items())},
         "headline": "score",
         "ci95": {"score": list(M.bootstrap_ci(overall_of, n, n_boot=300))},
+        "ci95_method": {"score": M.bootstrap_method(300, "rows")},
     }, rows

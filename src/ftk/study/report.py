@@ -1,5 +1,5 @@
 """`ftk study report STUDY_DIR` (also at the end of `ftk study run`): one table of every trial,
-the varied values, the headline metric with its bootstrap 95% CI, the invalid rate, the training
+the varied values, the headline metric with its 95% CI (Wilson for accuracy, else bootstrap), the invalid rate, the training
 wall time, and paired tests (McNemar on per-item correctness, paired bootstrap on the metric) of
 each trial against the best trial and against the base model, Holm-corrected within each family
 (statsmodels). Written as report.md, report.csv and report.json, with a plot of the metric over
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ftk.errors import FtkError
 from ftk.eval.compare import N_BOOT, compare
-from ftk.eval.report import one_class
+from ftk.eval.report import ci_method, one_class
 from ftk.fileio import atomic_open, write_json, write_text
 from ftk.study.state import load_states
 
@@ -69,7 +69,7 @@ def study_report(sdir: str | Path) -> dict:
     sdir = Path(sdir)
     states = load_states(sdir)
     metric, direction = study_options(sdir)
-    rows = []
+    rows, methods = [], set()
     for s in states:
         m = json.loads(Path(s["eval_dir"], "metrics.json").read_text(encoding="utf-8"))
         run = json.loads(Path(s["run_dir"], "manifest.json").read_text(encoding="utf-8"))
@@ -78,6 +78,7 @@ def study_report(sdir: str | Path) -> dict:
             raise FtkError(f"the study's metric {head!r} is not in this evaluation (it has {m['headline']!r})",
                            path=Path(s["eval_dir"], "metrics.json"))
         lo, hi = m.get("ci95", {}).get(head, [None, None])
+        methods.add(ci_method(m, head))
         rows.append({"trial": s["id"], "base": bool(s.get("base")), "varied": s["varied"], "headline": head,
                      "value": m[head], "ci95": [lo, hi], "invalid_rate": m.get("invalid_rate"), "n": m.get("n"),
                      "train_seconds": run.get("train_seconds"), "eval_examples_per_s": m.get("examples_per_s"),
@@ -99,7 +100,7 @@ def study_report(sdir: str | Path) -> dict:
               "best": best["trial"] if best else None, "tied_best": ties if len(ties) > 1 else [], "axes": axes,
               "tests": {"mcnemar": MCNEMAR, "bootstrap": f"paired bootstrap of {head} (B = {N_BOOT}"
                         " resamples of the items, percentile 95% CI, two-sided p = (k+1)/(B+1)); Holm within each "
-                        "column", "ci95": f"bootstrap 95% CI of {head} (1,000 resamples)"}}
+                        "column", "ci95": f"{head} of each trial alone, " + "; ".join(sorted(methods))}}
     write_json(sdir / "report.json", report)
     write_text(sdir / "report.csv", _csv(report))
     write_text(sdir / "report.md", report_markdown(report))
