@@ -17,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ftk import plots
 from ftk.errors import FtkError
 from ftk.eval.evaluate import model_for, prompt_template_of, split_records
 from ftk.eval.extract import make_extractor
 from ftk.eval.predictions import read_done
-from ftk.fileio import atomic_open, write_text
+from ftk.fileio import write_text
 from ftk.train.runs import read_run, run_task
 
 
@@ -94,9 +95,9 @@ def embed_run(run_dir: str | Path, *, split: str | None = None, limit: int | Non
     _scatter(xy, gold, task.labels, out_dir / "tsne_by_label.png", f"{manifest.get('name')}: t-SNE by gold label")
     if correct is not None:
         names = {True: "correct", False: "wrong", None: "not evaluated"}
-        _scatter(xy, [names[c] for c in correct], ["correct", "wrong", "not evaluated"],
+        _scatter(xy, [names[c] for c in correct], ["not evaluated", "correct", "wrong"],
                  out_dir / "tsne_by_correct.png", f"{manifest.get('name')}: t-SNE by correct / wrong",
-                 colors={"correct": "tab:green", "wrong": "tab:red", "not evaluated": "tab:gray"})
+                 colors={"correct": "tab:green", "wrong": "tab:red", "not evaluated": "tab:gray"}, emphasise="wrong")
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["id", "x", "y", "label", "correct"])
@@ -123,24 +124,19 @@ def _correctness(preds: dict[str, dict], task, records: list[dict]) -> list[bool
 
 
 def _scatter(xy: np.ndarray, values: list[str], order: list[str], path: Path, title: str,
-             colors: dict[str, str] | None = None) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 6))
+             colors: dict[str, str] | None = None, emphasise: str | None = None) -> None:
+    """Points by value, in `order` (later ones drawn on top); the `emphasise` value as large crosses
+    over faded others, so that a few wrong items stand out of hundreds of right ones."""
+    fig, ax = plots.figure(8, 6)
     for k, lab in enumerate(order):
         pts = xy[[v == lab for v in values]]
-        if len(pts):
-            ax.scatter(pts[:, 0], pts[:, 1], s=6, alpha=0.7, label=f"{lab} ({len(pts)})",
-                       color=(colors or {}).get(lab, f"C{k}"))
+        if not len(pts):
+            continue
+        style = ({"s": 28, "marker": "X", "alpha": 0.95, "linewidths": 0.4, "edgecolors": "black", "zorder": 3}
+                 if lab == emphasise else {"s": 6, "alpha": 0.35 if emphasise else 0.7, "zorder": 2})
+        ax.scatter(pts[:, 0], pts[:, 1], label=f"{lab} ({len(pts)})", color=(colors or {}).get(lab, f"C{k}"), **style)
     ax.set_title(title, fontsize=10)
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.legend(markerscale=3, fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=110)
-    plt.close(fig)
+    plots.legend_outside(ax, markerscale=2)
+    plots.save(fig, path)

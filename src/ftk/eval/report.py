@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from ftk import plots
 from ftk.fileio import atomic_open, write_json, write_text
 from ftk.train.runs import package_versions
 
@@ -144,15 +145,11 @@ def print_table(m: dict) -> None:
 
 
 def confusion_png(m: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
     conf = m["confusion"]
     mat = np.array(conf["matrix"])
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * mat.shape[1], 1.0 + 0.8 * mat.shape[0]))
+    fig, ax = plots.figure(1.6 + 0.9 * mat.shape[1], 1.2 + 0.8 * mat.shape[0])
     ax.imshow(mat, cmap="Blues")
     ax.set_xticks(range(mat.shape[1]), conf["columns"], rotation=45, ha="right")
     ax.set_yticks(range(mat.shape[0]), conf["labels"])
@@ -164,10 +161,7 @@ def confusion_png(m: dict, path: Path) -> None:
             ax.text(j, i, str(mat[i, j]), ha="center", va="center",
                     color="white" if mat[i, j] > thresh else "black", fontsize=8)
     ax.set_title(f"{m.get('task', '')} accuracy {m['accuracy']:.3f}")
-    fig.tight_layout()
-    with atomic_open(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=120)
-    plt.close(fig)
+    plots.save(fig, path, dpi=120)
 
 
 def write_outputs(out_dir: Path, metrics: dict, rows: list[dict], task=None) -> None:

@@ -13,9 +13,10 @@ import json
 import re
 from pathlib import Path
 
+from ftk import plots
 from ftk.errors import FtkError
 from ftk.eval.evaluate import evaluate_run
-from ftk.fileio import atomic_open, write_json, write_text
+from ftk.fileio import write_json, write_text
 from ftk.train.lossplot import read_log
 from ftk.train.runs import read_run
 
@@ -108,21 +109,19 @@ def print_curve(table: dict) -> None:
 
 
 def plot_curve(table: dict, log: list[dict], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import textwrap
 
     head, rows = table["headline"], table["rows"]
-    fig, ax = plt.subplots(figsize=(8, 4.8))
+    fig, ax = plots.figure(9, 4.8)
     steps = [r["step"] for r in rows]
     vals = [r[head] for r in rows]
-    lo = [r[head] - r["ci95_low"] if r["ci95_low"] is not None else 0 for r in rows]
-    hi = [r["ci95_high"] - r[head] if r["ci95_high"] is not None else 0 for r in rows]
-    ax.errorbar(steps, vals, yerr=[lo, hi], color="tab:red", marker="o", capsize=3, linewidth=2,
-                label=f"{head} (95% CI)")
+    lows = [r["ci95_low"] if r["ci95_low"] is not None else r[head] for r in rows]
+    highs = [r["ci95_high"] if r["ci95_high"] is not None else r[head] for r in rows]
+    ax.errorbar(steps, vals, yerr=[[v - lo for v, lo in zip(vals, lows)], [hi - v for v, hi in zip(vals, highs)]],
+                color="tab:red", marker="o", capsize=3, linewidth=2, label=f"{head} (95% CI)")
     for s, v in zip(steps, vals):
         ax.annotate(f"{v:.3f}", (s, v), textcoords="offset points", xytext=(0, 8), ha="center", fontsize=8)
+    plots.unit_ylim(ax, head, lows, highs)
     ax.set_xlabel("step")
     ax.set_ylabel(head)
     ax.grid(True, alpha=0.3)
@@ -136,14 +135,9 @@ def plot_curve(table: dict, log: list[dict], path: Path, title: str) -> None:
     ax2.set_ylabel("loss")
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, loc="center right", fontsize=8)
-    import textwrap
-
+    plots.legend_outside(ax2, h1 + h2, l1 + l2)
     ax.set_title("\n".join(textwrap.wrap(title, 70)), fontsize=10)
-    fig.tight_layout()
-    with atomic_open(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=110)
-    plt.close(fig)
+    plots.save(fig, path)
 
 
 def load_curve(path: str | Path) -> dict:

@@ -14,10 +14,12 @@ import json
 import re
 from pathlib import Path
 
+from ftk import plots
 from ftk.errors import FtkError
 from ftk.eval.compare import N_BOOT, compare
+from ftk.eval.metrics import classification_metrics
 from ftk.eval.report import ci_method, one_class
-from ftk.fileio import atomic_open, write_json, write_text
+from ftk.fileio import write_json, write_text
 from ftk.study.state import load_states
 
 
@@ -69,9 +71,10 @@ def study_report(sdir: str | Path) -> dict:
     sdir = Path(sdir)
     states = load_states(sdir)
     metric, direction = study_options(sdir)
-    rows, methods = [], set()
+    rows, methods, trivial = [], set(), None
     for s in states:
         m = json.loads(Path(s["eval_dir"], "metrics.json").read_text(encoding="utf-8"))
+        trivial = trivial or majority_baseline(m, metric or m["headline"])
         run = json.loads(Path(s["run_dir"], "manifest.json").read_text(encoding="utf-8"))
         head = metric or m["headline"]
         if head not in m:
@@ -98,6 +101,7 @@ def study_report(sdir: str | Path) -> dict:
     axes = sorted({k for r in trials for k in r["varied"]})
     report = {"study": sdir.name, "study_dir": str(sdir), "headline": head, "direction": direction, "rows": rows,
               "best": best["trial"] if best else None, "tied_best": ties if len(ties) > 1 else [], "axes": axes,
+              "trivial": trivial,
               "tests": {"mcnemar": MCNEMAR, "bootstrap": f"paired bootstrap of {head} (B = {N_BOOT}"
                         " resamples of the items, percentile 95% CI, two-sided p = (k+1)/(B+1)); Holm within each "
                         "column", "ci95": f"{head} of each trial alone, " + "; ".join(sorted(methods))}}
@@ -107,6 +111,21 @@ def study_report(sdir: str | Path) -> dict:
     report["plots"] = [str(p) for p in plot_axes(report, sdir)]
     write_json(sdir / "report.json", report)
     return report
+
+
+def majority_baseline(m: dict, metric: str) -> dict | None:
+    """The metric of answering the test set's most frequent gold label for every item (from the
+    evaluation's confusion matrix), for classification metrics; None otherwise."""
+    conf = m.get("confusion")
+    if not conf:
+        return None
+    support = [sum(row) for row in conf["matrix"]]
+    if not sum(support):
+        return None
+    label = conf["labels"][max(range(len(support)), key=support.__getitem__)]
+    gold = [lab for lab, k in zip(conf["labels"], support) for _ in range(k)]
+    value = classification_metrics(gold, [label] * len(gold), conf["labels"]).get(metric)
+    return None if value is None else {"value": float(value), "what": f"majority class ({label}) for every item"}
 
 
 def _fmt(x, spec=".4f") -> str:
@@ -132,7 +151,8 @@ def report_markdown(rep: dict) -> str:
              (f" (tied: {', '.join(rep['tied_best'])}; the first in trial order is taken)" if rep.get("tied_best")
               else "") + f". vs best / vs base: delta {head} = the trial minus the best trial (or the base model) "
              f"on the paired items; {rep['tests']['mcnemar']}; {rep['tests']['bootstrap']}. "
-             f"95% CI: {rep['tests']['ci95']}.", "",
+             f"95% CI: {rep['tests']['ci95']}." + (f" Trivial baseline: {head} {rep['trivial']['value']:.4f} for the "
+                                                  f"{rep['trivial']['what']}." if rep.get("trivial") else ""), "",
              f"| trial | varied | {head} | {head} 95% CI | invalid | train s | eval ex/s | vs best (delta {head}) | "
              f"vs base (delta {head}) |",
              "|---|---|---:|---|---:|---:|---:|---|---|"]
@@ -166,43 +186,43 @@ def _csv(rep: dict) -> str:
 
 
 def plot_axes(rep: dict, sdir: Path) -> list[Path]:
-    """One PNG per varied key: the metric (with its CI) at each value, the base model as a line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """One PNG per varied key: the metric (with its CI) at each value, the best trial marked, the base
+    model and the trivial baseline (majority class) as lines, a log axis over a 5x+ numeric range."""
     head = rep["headline"]
     trials = [r for r in rep["rows"] if not r["base"]]
     base = next((r for r in rep["rows"] if r["base"]), None)
     paths = []
     for axis in rep["axes"] or ([None] if base else []):
-        fig, ax = plt.subplots(figsize=(7, 4.2))
+        fig, ax = plots.figure(8, 4.2)
         pts = [(r["varied"].get(axis), r) for r in trials if axis is None or axis in r["varied"]]
         numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v, _ in pts) and pts
         xs = [v if numeric else str(v) for v, _ in pts]
         ys = [r["value"] for _, r in pts]
-        err = [[r["value"] - r["ci95"][0] for _, r in pts], [r["ci95"][1] - r["value"] for _, r in pts]]
-        ax.errorbar(xs, ys, yerr=err, fmt="o", capsize=4, color="tab:blue", label="trials (95% CI)")
+        lows = [r["ci95"][0] if r["ci95"][0] is not None else r["value"] for _, r in pts]
+        highs = [r["ci95"][1] if r["ci95"][1] is not None else r["value"] for _, r in pts]
+        ax.errorbar(xs, ys, yerr=[[y - lo for y, lo in zip(ys, lows)], [hi - y for y, hi in zip(ys, highs)]],
+                    fmt="o", capsize=4, color="tab:blue", label="trials (95% CI)")
         best = [(x, r["value"]) for x, (_, r) in zip(xs, pts) if r["trial"] == rep.get("best")]
         if best:
             ax.plot(*best[0], marker="*", markersize=16, color="tab:red", linestyle="none",
                     label=f"best {best[0][1]:.3f}")
         if numeric and len(set(xs)) > 1 and min(xs) > 0 and max(xs) / min(xs) >= 5:
             ax.set_xscale("log")  # learning rates and the like: a 10x range reads on a log axis
+        lines = []
         if base is not None:
             ax.axhline(base["value"], color="tab:gray", linestyle="--", label=f"base model {base['value']:.3f}")
+            lines.append(base["value"])
+        if rep.get("trivial"):
+            t = rep["trivial"]
+            ax.axhline(t["value"], color="black", linestyle=":", linewidth=1, label=f"{t['what']} {t['value']:.3f}")
+            lines.append(t["value"])
+        plots.unit_ylim(ax, head, lows + lines, highs + lines)
         ax.set_xlabel(axis or "trial")
         ax.set_ylabel(head)
         ax.set_title(f"{rep['study']}: {head} by {axis}" if axis else f"{rep['study']}: {head}", fontsize=10)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = sdir / f"axis-{re.sub(r'[^A-Za-z0-9._-]+', '_', axis or 'trials')}.png"
-        with atomic_open(path, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        plots.legend_outside(ax)
+        paths.append(plots.save(fig, sdir / f"axis-{re.sub(r'[^A-Za-z0-9._-]+', '_', axis or 'trials')}.png"))
     return paths
 
 

@@ -1,6 +1,6 @@
-"""loss.png of a training stage, drawn from its trainer_log.jsonl: train loss raw and smoothed,
-validation loss when there is one, log-scale y, learning rate on a second axis, the full title
-wrapped. Written after every stage, failed ones included (what was logged is not lost)."""
+"""loss.png of a training stage, drawn from its trainer_log.jsonl: train loss raw and smoothed
+(centred, no lag: `plots.smooth`), validation loss when there is one, log-scale y, learning rate on a
+second axis, the legend outside the data, the full title wrapped. Written after every stage, failed ones included (what was logged is not lost)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import textwrap
 from pathlib import Path
 
-from ftk.fileio import atomic_open
+from ftk import plots
 
 
 def read_log(path: str | Path) -> list[dict]:
@@ -31,15 +31,6 @@ def read_log(path: str | Path) -> list[dict]:
     return [by_step[k] for k in sorted(by_step)]
 
 
-def ema(values: list[float], alpha: float) -> list[float]:
-    """Exponential moving average, bias-corrected (as TensorBoard smooths)."""
-    out, avg = [], 0.0
-    for i, v in enumerate(values, 1):
-        avg = alpha * avg + (1 - alpha) * v
-        out.append(avg / (1 - alpha ** i))
-    return out
-
-
 def plot_loss(trainer_log: str | Path, out_png: str | Path, title: str) -> Path | None:
     """Draw the figure; None when the log holds no loss yet."""
     rows = read_log(trainer_log)
@@ -48,28 +39,24 @@ def plot_loss(trainer_log: str | Path, out_png: str | Path, title: str) -> Path 
     lrs = [(r["current_steps"], r["lr"]) for r in rows if r.get("lr") is not None]
     if not train and not evals:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.8))
+    fig, ax = plots.figure(9, 4.8)
+    values = [v for _, v in train + evals]
+    log = bool(values) and min(values) > 0
     if train:
         steps, losses = zip(*train)
         ax.plot(steps, losses, color="tab:blue", alpha=0.3, linewidth=1, label="train loss",
                 marker="o" if len(losses) < 3 else None)  # one or two logged steps draw no line
-        if len(losses) >= 5:
-            alpha = min(0.95, max(0.6, 1 - 10 / len(losses)))
-            ax.plot(steps, ema(list(losses), alpha), color="tab:blue", linewidth=2,
-                    label=f"train loss (EMA {alpha:.2f})")
+        smoothed = plots.smooth(losses, log=log)
+        if smoothed is not None:
+            ax.plot(steps, smoothed[0], color="tab:blue", linewidth=2,
+                    label=f"train loss (smoothed, {smoothed[1]}-point centred window)")
     if evals:
         steps, losses = zip(*evals)
         ax.plot(steps, losses, color="tab:orange", marker="o", linewidth=1.5, label="validation loss")
-    values = [v for _, v in train + evals]
-    if values and min(values) > 0:
+    if log:
         ax.set_yscale("log")
     ax.set_xlabel("step")
-    ax.set_ylabel("loss (log scale)" if ax.get_yscale() == "log" else "loss")
+    ax.set_ylabel("loss (log scale)" if log else "loss")
     ax.grid(True, which="both", alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     if lrs:
@@ -80,11 +67,8 @@ def plot_loss(trainer_log: str | Path, out_png: str | Path, title: str) -> Path 
         ax2.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
         h2, l2 = ax2.get_legend_handles_labels()
         handles, labels = handles + h2, labels + l2
-    ax.legend(handles, labels, loc="upper right", fontsize=8)
+        plots.legend_outside(ax2, handles, labels)  # on the top axes, outside both
+    else:
+        plots.legend_outside(ax, handles, labels)
     ax.set_title("\n".join(textwrap.wrap(title, 70)), fontsize=10)
-    fig.tight_layout()
-    out_png = Path(out_png)
-    with atomic_open(out_png, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=110)
-    plt.close(fig)
-    return out_png
+    return plots.save(fig, out_png)
