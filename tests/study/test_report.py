@@ -103,3 +103,32 @@ def test_axis_plot_is_log_over_a_10x_range_and_marks_the_best(tmp_path, records,
     assert ax.get_xscale() == "log"
     best = [line for line in ax.get_lines() if line.get_label().startswith("best")]
     assert len(best) == 1 and list(best[0].get_xdata()) == [3.0e-4]
+
+
+def test_terminal_table_fits_100_columns_and_cuts_nothing(monkeypatch, capsys):
+    """Two long axes and tiny p-values: every line within 100 columns, no ellipsis, every value and
+    p-value whole, the full key names said under the table."""
+    from ftk.study.report import print_report
+
+    def test(delta, p):
+        return {"delta": delta, "mcnemar_p_holm": p, "bootstrap_p_holm": p}
+
+    def row(trial, lr, kind, value, vs_base, vs_best=None):
+        return {"trial": trial, "base": False, "varied": {"train.learning_rate": lr, "method.finetuning_type": kind},
+                "value": value, "ci95": [value - 0.04, value + 0.04], "invalid_rate": 0.0, "one_class": None,
+                "vs_base": vs_base, "vs_best": vs_best}
+
+    rep = {"study": "study-agnews_smollm2_with_a_long_name", "headline": "accuracy", "best": "t01-73cc1e",
+           "axes": ["method.finetuning_type", "train.learning_rate"], "study_dir": "/tmp/s", "plots": [],
+           "rows": [{"trial": "base", "base": True, "varied": {}, "value": 0.205, "ci95": [0.17, 0.245],
+                     "invalid_rate": 0.31, "one_class": None, "vs_base": None, "vs_best": None},
+                    row("t00-8d7fa2", 1.0e-3, "lora", 0.815, test(0.61, 3.91e-47), test(-0.02, 2.11e-1)),
+                    row("t01-73cc1e", 1.0e-4, "full", 0.835, test(0.63, 1.2e-50))]}
+    monkeypatch.setenv("COLUMNS", "100")
+    print_report(rep)
+    out = capsys.readouterr().out
+    assert all(len(line) <= 100 for line in out.splitlines()), out
+    assert "…" not in out
+    for text in ("0.8150", "0.775-0.855", "+0.610 p=4e-47", "+0.630 p=1e-50", "lora", "full", "0.0001", "t01-73cc1e*",
+                 "finetuning_type = method.finetuning_type", "learning_rate = train.learning_rate"):
+        assert text in out, text

@@ -226,11 +226,71 @@ def plot_axes(rep: dict, sdir: Path) -> list[Path]:
     return paths
 
 
+def _short_test(t: dict | None) -> str:
+    """A paired test in a terminal cell: the delta and the Holm-corrected McNemar p."""
+    return "" if not t else f"{t['delta']:+.3f} p={t['mcnemar_p_holm']:.1g}"
+
+
+def terminal_table(rep: dict, width: int = 100):
+    """The study table for a terminal of `width` columns: one column per varied key (its last name part,
+    split at underscores; the full keys are said under the table), short cells, nothing cut; the "vs
+    best" column is left out when the table would not fit. The full table, with train time, throughput
+    and both p-values, is report.md."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    head = rep["headline"]
+    names = {a: a.rsplit(".", 1)[-1] for a in rep["axes"]}
+    if len(set(names.values())) < len(names):  # two axes end alike: keep the full keys
+        names = {a: a for a in rep["axes"]}
+
+    def cell(r, a):
+        v = r["varied"].get(a, "")
+        return format(v, "g") if isinstance(v, float) else str(v)
+
+    def build(with_best: bool):
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1),
+                      title=f"{rep['study']}: {head} (* best; vs base" + (" / vs best" if with_best else "") +
+                      ": delta, McNemar p, Holm)")
+        table.add_column("trial", no_wrap=True)
+        for a in rep["axes"]:
+            header = names[a].replace("_", "_\n").replace(".", ".\n")
+            widest = max([len(x) for x in header.split("\n")] + [len(cell(r, a)) for r in rep["rows"]])
+            table.add_column(header, min_width=min(widest, 16), overflow="fold")
+        for col in (head, "95% CI", "invalid"):
+            table.add_column(col, justify="right", no_wrap=True)
+        table.add_column("vs base", no_wrap=True)
+        if with_best:
+            table.add_column("vs best", no_wrap=True)
+        for r in rep["rows"]:
+            mark = "*" if r["trial"] == rep["best"] else ("!" if r.get("one_class") else "")
+            ci = "" if r["ci95"][0] is None else f"{r['ci95'][0]:.3f}-{r['ci95'][1]:.3f}"
+            row = [r["trial"] + mark, *(cell(r, a) for a in rep["axes"]), f"{r['value']:.4f}", ci,
+                   _fmt(r["invalid_rate"], ".1%"), _short_test(r["vs_base"])]
+            table.add_row(*row, *([_short_test(r["vs_best"])] if with_best else []))
+        return table
+
+    table = build(True)
+    if Console(width=1000).measure(table).maximum > width:
+        table = build(False)
+    return table
+
+
 def print_report(rep: dict) -> None:
     from rich.console import Console
-    from rich.markdown import Markdown
 
-    Console().print(Markdown(report_markdown(rep)))
+    console = Console()
+    console.print(terminal_table(rep, console.width))
+    short = {a: a.rsplit(".", 1)[-1] for a in rep["axes"]}
+    said = [f"{v} = {k}" for k, v in short.items() if v != k]
+    if said:
+        print("columns: " + ", ".join(said))
+    if any(r.get("one_class") for r in rep["rows"]):
+        print("! predicts one class for every item: " + ", ".join(f"{r['trial']} ({r['one_class']})"
+                                                                for r in rep["rows"] if r.get("one_class")))
+    if rep.get("trivial"):
+        print(f"trivial baseline: {rep['headline']} {rep['trivial']['value']:.4f} ({rep['trivial']['what']})")
     for p in rep.get("plots", []):
         print(f"plot: {p}")
-    print(f"report: {Path(rep['study_dir']) / 'report.md'} (.csv, .json)")
+    print(f"report: {Path(rep['study_dir']) / 'report.md'} (.csv, .json; train time, throughput, bootstrap p)")
