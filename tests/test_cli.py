@@ -95,3 +95,29 @@ def test_every_help_example_names_files_that_exist():
             if tok.startswith(("configs/", "studies/", "examples/", "../shared/")) and not (REPO / tok).exists():
                 missing.append(f"{where}: {tok}")
     assert missing == []
+
+
+def test_library_chatter_stays_off_the_terminal(tmp_path, synth_dir):
+    """`ftk tiny-model` prints its one line: no "Writing model shards" bar from transformers, and
+    DeepSpeed's accelerator notes ("Setting accelerator to CPU ...") are filtered from the "DeepSpeed"
+    logger that ftk's entry point installs (its other messages pass)."""
+    import logging
+
+    from conftest import ftk_here
+
+    from ftk.fileio import quiet_accelerator_notes
+
+    out = tmp_path / "m"
+    proc = ftk_here("tiny-model", out, "--text", synth_dir / "train.csv", "--hidden-size", "32", "--layers", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert (proc.stdout + proc.stderr).strip().splitlines() == [f"tiny model: {out}"]
+    logger = logging.getLogger("DeepSpeed")
+    quiet_accelerator_notes()  # idempotent: the entry point already installed it
+    filters = [f for f in logger.filters if type(f).__name__ == "_AcceleratorNotes"]
+    assert len(filters) == 1
+
+    def record(path: str) -> logging.LogRecord:
+        return logging.LogRecord("DeepSpeed", logging.WARNING, path, 209, "Setting accelerator to CPU.", None, None)
+
+    assert not filters[0].filter(record("/venv/site-packages/deepspeed/accelerator/real_accelerator.py"))
+    assert filters[0].filter(record("/venv/site-packages/deepspeed/runtime/engine.py"))

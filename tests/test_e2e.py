@@ -232,7 +232,12 @@ def test_eval_says_what_it_reuses_and_never_relabels_another_engines_predictions
         after = (run_dir / "eval-test" / "metrics.json").read_bytes() if (run_dir / "eval-test").exists() else None
         assert after == before
     out = tmp_path / "ev"
-    assert ftk_here("eval", run_dir, "--out", out, "--limit", "8").returncode == 0
+    proc = ftk_here("eval", run_dir, "--out", out, "--limit", "8")
+    assert proc.returncode == 0
+    # one progress line, as training's (in a log: a line per fifth of the items, the last one 8/8)
+    progress = [line for line in proc.stdout.splitlines() if line.startswith("eval generate: ")]
+    assert progress and progress[-1].startswith("eval generate: 8/8 ex") and "ex/s" in progress[-1]
+    assert "Loading weights" not in proc.stdout + proc.stderr and "Setting accelerator" not in proc.stdout + proc.stderr
     first = json.loads((out / "metrics.json").read_text())
     assert first["examples_per_s"] > 0 and first["eval_seconds"] > 0  # its own 8 rows, timed
     proc = ftk_here("eval", run_dir, "--out", out, "--limit", "8")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -197,6 +198,23 @@ def output_to(log: str | Path) -> Iterator[None]:
         print("".join(Path(log).read_text(encoding="utf-8", errors="replace").splitlines(True)[-30:]),
               file=sys.stderr)
         raise
+
+
+class _AcceleratorNotes(logging.Filter):
+    """DeepSpeed's notes on choosing its accelerator ("Setting accelerator to CPU. If you have GPU ...",
+    "Setting ds_accelerator to cpu (auto detect)"), logged on import whenever transformers or peft
+    touches DeepSpeed; ftk's own processes (eval, tiny-model) never train with it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.pathname.replace("\\", "/").endswith("accelerator/real_accelerator.py")
+
+
+def quiet_accelerator_notes() -> None:
+    """Keep DeepSpeed's accelerator notes off ftk's terminal (its other messages pass); idempotent.
+    Trainings run in their own processes and log there as usual."""
+    logger = logging.getLogger("DeepSpeed")
+    if not any(isinstance(f, _AcceleratorNotes) for f in logger.filters):
+        logger.addFilter(_AcceleratorNotes())
 
 
 @contextlib.contextmanager

@@ -130,3 +130,30 @@ def test_packing_rules_and_llamafactory_accepts_it(tmp_path):
     with pytest.raises(FtkError, match="needs `train.per_device_train_batch_size` 1"):
         load_recipe(S0, ["train.packing=neat"])  # fa2 + neat needs batch 1
     validate_recipe(S0, ["train.packing=neat", "train.per_device_train_batch_size=1"], data="skip")
+
+
+def test_eval_count_line_is_the_same_kind_of_line_as_training():
+    """Eval's progress: in a log, one plain line per fifth of the items (and the last); on a terminal,
+    one line redrawn in place; resumed items count as done but not in the rate."""
+    import io
+
+    from ftk.train.screen import CountScreen, count_line
+
+    assert count_line("eval generate", 50, 200, 40, 10.0) == \
+        "eval generate: 50/200 ex  4.0 ex/s  elapsed 0:00:10  ETA 0:00:37"
+    assert count_line("eval choice", 200, 200, 0, 3.0) == "eval choice: 200/200 ex  elapsed 0:00:03"
+    out = io.StringIO()
+    with CountScreen("eval generate", 100, 10, tty=False, out=out) as bar:
+        for _ in range(45):
+            bar.update(2)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 5 and all(line.startswith("eval generate: ") for line in lines)
+    assert [int(line.split()[2].split("/")[0]) for line in lines] == [28, 46, 64, 82, 100]
+    out = io.StringIO()
+    with CountScreen("eval choice", 10, tty=True, out=out) as bar:
+        bar.update(10)
+    assert "eval choice: 10/10 ex" in out.getvalue() and "\n" not in out.getvalue().strip()
+    out = io.StringIO()
+    with CountScreen("eval choice", 10, tty=False, out=out, enabled=False) as bar:
+        bar.update(10)
+    assert out.getvalue() == ""

@@ -20,6 +20,7 @@ from ftk.cli import eval_cmds  # noqa: F401
 from ftk.cli import study_cmds  # noqa: F401
 # isort: on
 from ftk.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, FtkError
+from ftk.fileio import quiet_accelerator_notes
 
 
 @app.command("demo")
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     except ImportError:  # pragma: no cover
         from click import exceptions as cx
 
+    quiet_accelerator_notes()
     command = typer.main.get_command(app)
     try:
         # Not standalone, click RETURNS the code of a `typer.Exit` (a failed trainer's, 130 for Ctrl-C,

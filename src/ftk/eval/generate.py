@@ -14,7 +14,6 @@ Results are yielded per batch so the caller can persist them as they finish.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -334,15 +333,3 @@ def vllm_generate(model_path: str, prompts: Sequence[list[int]], tokenizer, temp
         outs = llm.generate([TokensPrompt(prompt_token_ids=list(prompts[i])) for i in idx], params,
                             lora_request=lora, use_tqdm=False)
         yield idx, [o.outputs[0].text for o in outs]
-
-
-class Throughput:
-    """Examples per second, for progress bars and logs."""
-
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
-        self.n = 0
-
-    def add(self, n: int) -> float:
-        self.n += n
-        return self.n / max(time.perf_counter() - self.start, 1e-9)

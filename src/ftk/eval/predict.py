@@ -13,6 +13,7 @@ from ftk.errors import FtkError
 from ftk.eval import generate
 from ftk.eval.predictions import PREDICTIONS, PredictionsFile, base_row, read_done, write_rows
 from ftk.train.prompts import Prompter, load_template
+from ftk.train.screen import CountScreen
 
 
 def max_new_tokens_for(task: TaskSpec, tokenizer, records: list[dict], margin: int = 4, cap: int = 512) -> int:
@@ -63,8 +64,6 @@ def predict(records: list[dict], out_dir: Path, *, model_path: str, template: st
     Rows are appended per finished batch (flushed, fsync'd), so a killed eval resumes here.
     mode `generate`: greedy text. mode `choice`: the most likely label, plus `label_probs`.
     """
-    from tqdm import tqdm
-
     if mode == "choice" and not task.is_classification:
         raise FtkError(f"--mode choice needs a closed label set; task {task.name!r} is {task.kind}")
     out = PredictionsFile(out_dir / file_name)
@@ -105,9 +104,7 @@ def predict(records: list[dict], out_dir: Path, *, model_path: str, template: st
         drafts = label_token_ids(task, loaded, end=True) if task.is_classification else None
         batches = generate.Engine(loaded, prompts).generate(batch_size=batch_size, max_new_tokens=mnt,
                                                             label_ids=drafts)
-    rate = generate.Throughput()
-    with out, tqdm(total=len(records), initial=len(records) - len(todo), desc=mode, unit="ex",
-                   disable=not progress) as bar:
+    with out, CountScreen(f"eval {mode}", len(records), len(records) - len(todo), enabled=progress) as bar:
         for idx, result in batches:
             if mode == "choice":
                 import torch
@@ -130,7 +127,6 @@ def predict(records: list[dict], out_dir: Path, *, model_path: str, template: st
                 rows.append(row)
             out.add(rows)
             bar.update(len(idx))
-            bar.set_postfix({"ex/s": f"{rate.add(len(idx)):.1f}"})
     return out.finish(records)
 
 

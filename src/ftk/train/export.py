@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from ftk.errors import FtkError
+from ftk.fileio import no_library_bars
 from ftk.recipe import Recipe
 from ftk.train import launch, runs
 from ftk.train.screen import print_failure
@@ -140,7 +141,8 @@ def export_ftk_model(model_dir: Path, weights: Path, base_model: str, export_dir
         lora = hasattr(model, "merge_and_unload")
         if lora:
             model = model.merge_and_unload()
-        model.save_pretrained(staging)
+        with no_library_bars():
+            model.save_pretrained(staging)
         # Outside ftk the export is read by plain transformers: its tokenizer appends EOS as ftk did.
         saveable(tokenizer, append_eos=info["kind"] == "sequence_classification" and info.get("append_eos", False)
                  ).save_pretrained(staging)

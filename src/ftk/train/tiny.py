@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from ftk.fileio import staged_dir
+from ftk.fileio import no_library_bars, staged_dir
 
 LLAMA3_SPECIAL = [
     "<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
@@ -79,7 +79,7 @@ def build_tiny_model(out_dir: str | Path, texts: Iterable[str], *, hidden_size: 
         do_sample=False,
     )
     out_dir = Path(out_dir)
-    with staged_dir(out_dir) as stage:
+    with staged_dir(out_dir) as stage, no_library_bars():  # no "Writing model shards" bar
         model.save_pretrained(stage)
         tokenizer.save_pretrained(stage)
     return out_dir
