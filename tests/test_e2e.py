@@ -26,6 +26,39 @@ def test_training_screen_is_short_and_train_log_is_whole(demo_run):
     assert (run_dir / "loss.png").stat().st_size > 10_000
 
 
+def test_results_are_kept_out_of_a_hand_rerun(demo_run, tmp_path):
+    """The recorded llamafactory.yaml is what ran (a comment says how to rerun it by hand elsewhere);
+    the trainer's result files are copied to results/ with their sha256 in the manifest, and ftk reads
+    the copies: a rerun in place that rewrites model/'s files (resume at the last step: train_loss 0.0)
+    changes nothing ftk reports."""
+    import shutil
+
+    from ftk.fileio import sha256_file
+    from ftk.train.lossplot import read_log
+    from ftk.train.runs import read_manifest, result_file, summarize
+
+    _, run_dir, _ = demo_run
+    manifest = read_manifest(run_dir)
+    text = (run_dir / "llamafactory.yaml").read_text()
+    assert text.startswith("# What ftk ran") and "llamafactory-cli train THIS_FILE output_dir=NEW_FOLDER" in text
+    assert yaml.safe_load(text) == manifest["llamafactory_args"]
+    kept = manifest["stages"][0]["results"]
+    assert {"all_results.json", "trainer_state.json", "trainer_log.jsonl"} <= set(kept)
+    for name, digest in kept.items():
+        assert sha256_file(run_dir / "results" / name) == digest == sha256_file(run_dir / "model" / name)
+    copy = tmp_path / run_dir.name  # a copy: the shared run stays as it is
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("checkpoint-*", "*.safetensors"))
+    steps = summarize(copy)["steps"]
+    state = json.loads((copy / "model" / "trainer_state.json").read_text())
+    state.update(global_step=0, log_history=[{"step": 0, "train_loss": 0.0}])
+    (copy / "model" / "trainer_state.json").write_text(json.dumps(state))
+    (copy / "model" / "all_results.json").write_text(json.dumps({"train_loss": 0.0}))
+    (copy / "model" / "trainer_log.jsonl").write_text("")
+    assert summarize(copy)["steps"] == steps == 120
+    assert len([r for r in read_log(result_file(copy / "model", "trainer_log.jsonl")) if "loss" in r]) >= 10
+    assert json.loads(result_file(copy / "model", "all_results.json").read_text())["train_loss"] > 0
+
+
 def test_train_then_eval_end_to_end(demo_run):
     tmp, run_dir, _ = demo_run
     manifest = json.loads((run_dir / "manifest.json").read_text())

@@ -18,7 +18,7 @@ from ftk.errors import FtkError
 from ftk.eval.evaluate import evaluate_run
 from ftk.fileio import write_json, write_text
 from ftk.train.lossplot import read_log
-from ftk.train.runs import read_run
+from ftk.train.runs import read_run, result_file
 
 
 def saved_steps(model_dir: Path) -> list[int]:
@@ -54,7 +54,7 @@ def checkpoint_curve(run_dir: str | Path, spec: str, *, split: str | None = None
     manifest, recipe, _ = read_run(run_dir)
     model_dir = Path(manifest.get("model_dir") or run_dir / "model")
     steps = parse_steps(spec, saved_steps(model_dir), model_dir)
-    log = read_log(model_dir / "trainer_log.jsonl")
+    log = read_log(result_file(model_dir, "trainer_log.jsonl"))
     rows = []
     metrics = {}
     for step in steps:

@@ -23,7 +23,7 @@ def eval_losses(model_dir: Path) -> dict[int, float]:
     """step -> eval_loss from the trainer state: the final one, else the newest checkpoint's."""
     states = [p for p in sorted(model_dir.glob("checkpoint-*/trainer_state.json"),
                                 key=lambda p: int(p.parent.name.split("-")[1]), reverse=True)]
-    final = model_dir / "trainer_state.json"
+    final = runs.result_file(model_dir, "trainer_state.json")
     for path in ([final] if final.exists() else []) + states:
         state = json.loads(path.read_text())
         losses = {int(e["step"]): float(e["eval_loss"]) for e in state.get("log_history", []) if "eval_loss" in e}

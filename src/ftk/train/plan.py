@@ -46,7 +46,18 @@ class StagePlan:
         return args["dataset_dir"] if self.trainer == "llamafactory" else args["data"]["dataset_dir"]
 
     def yaml_text(self) -> str:
-        return yaml.safe_dump(self.train_args, sort_keys=False, allow_unicode=True)
+        text = yaml.safe_dump(self.train_args, sort_keys=False, allow_unicode=True)
+        if self.trainer != "llamafactory":
+            return text
+        return RERUN_NOTE + text
+
+
+RERUN_NOTE = """\
+# What ftk ran for this stage; LLaMA-Factory reads it as it is. To rerun it by hand, give it a new
+# output folder:   llamafactory-cli train THIS_FILE output_dir=NEW_FOLDER
+# (in this run's folder LLaMA-Factory would resume from the last checkpoint and rewrite model/'s
+# result files; ftk keeps its own copy of them in results/ and their sha256 in manifest.json).
+"""
 
 
 @dataclass

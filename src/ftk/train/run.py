@@ -187,6 +187,7 @@ def _run_stages(plans: list[StagePlan], manifest: dict, run_dir: Path, env: dict
                 print_failure(f"stage {p.name}", log, rc)
             what = "training interrupted" if rc == 130 else f"training failed with exit code {rc}"
             raise TrainingFailed(f"{what}; log: {log}", rc)
+        st["results"] = runs.keep_results(p.dir)  # ftk's copy, out of a hand rerun's reach
         method_file = p.dir / "model" / "ftk_method.json"
         if method_file.is_file():  # ftk's trainer: class weights, trainable parameters
             st["method"] = json.loads(method_file.read_text(encoding="utf-8"))

@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 
 from ftk.errors import FtkError
-from ftk.fileio import write_json
+from ftk.fileio import atomic_open, sha256_file, write_json
 
 MANIFEST = "manifest.json"
 PACKAGES = ("ftk", "llamafactory", "torch", "transformers", "peft", "trl", "datasets",
@@ -166,6 +166,32 @@ def keep_task_copy(run_dir: Path, task_ref: str) -> dict:
     return {"name": task.name, "source": str(task.path), "sha256": task.sha256, "file": TASK_COPY}
 
 
+RESULTS_DIR = "results"
+RESULT_FILES = ("all_results.json", "train_results.json", "eval_results.json", "trainer_state.json",
+                "trainer_log.jsonl")
+
+
+def keep_results(stage_dir: Path) -> dict[str, str]:
+    """Copy the trainer's result files of a finished stage from its output folder (`model/`) into
+    `results/` beside it, out of the trainer's reach: the recorded YAML rerun by hand in place resumes
+    from the last checkpoint and rewrites model/'s files (train_loss 0.0), never these. Returns
+    {file: sha256} for the manifest."""
+    src, dst = Path(stage_dir) / "model", Path(stage_dir) / RESULTS_DIR
+    kept = {}
+    for name in RESULT_FILES:
+        if (src / name).is_file():
+            with atomic_open(dst / name, "wb") as fh:
+                fh.write((src / name).read_bytes())
+            kept[name] = sha256_file(dst / name)
+    return kept
+
+
+def result_file(model_dir: str | Path, name: str) -> Path:
+    """A stage's result file: ftk's copy (results/ beside model/) when there is one, else the trainer's."""
+    copy = Path(model_dir).parent / RESULTS_DIR / name
+    return copy if copy.is_file() else Path(model_dir) / name
+
+
 def run_task(run_dir: Path, manifest: dict, recipe):
     """The task of a run: its own copy when it has one (runs of older ftk: the recipe's reference)."""
     from ftk.data.task import load_task
@@ -181,7 +207,7 @@ def summarize(run_dir: Path) -> dict | None:
     except FtkError:
         return None
     steps = None
-    for state in (Path(manifest.get("model_dir") or run_dir / "model") / "trainer_state.json",):
+    for state in (result_file(manifest.get("model_dir") or run_dir / "model", "trainer_state.json"),):
         if state.is_file():
             try:
                 steps = json.loads(state.read_text(encoding="utf-8")).get("global_step")
