@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ftk.errors import FtkError, error_locs, format_validation_error, suggest_key
 from ftk.yamlio import read_yaml
@@ -157,32 +157,27 @@ def _matches(rx: re.Pattern, value: str, what: str) -> str:
     return value
 
 
+def _sbatch_option(v: str) -> str:
+    if _matches(SLURM_OPTION, v, "sbatch option").split("=", 1)[0] in ("--export", "--export-file", "--get-user-env"):
+        raise ValueError(f"{v.split('=', 1)[0]} would let a recipe set the job's environment (BASH_ENV, PATH, "
+                         "...); export variables in your shell before `ftk train --slurm` instead")
+    return v
+
+
+def _hms(v):  # YAML 1.1 reads an unquoted 24:00:00 as the integer 86400 (seconds)
+    return f"{v // 3600}:{v % 3600 // 60:02d}:{v % 60:02d}" if isinstance(v, int) and not isinstance(v, bool) else v
+
+
 class SlurmConfig(_Strict):
-    partition: str | None = Field(None, description="SLURM partition(s), e.g. gpu or gpu,debug")
-    account: str | None = None
-    time: str | None = Field(None, description="wall-time limit, e.g. 24:00:00 or 2-00:00:00")
-    cpus_per_task: int = Field(16, ge=1)
-    extra_sbatch: list[Annotated[str, AfterValidator(lambda v: _matches(SLURM_OPTION, v, "sbatch option"))]] = Field(
-        default_factory=list, description="more #SBATCH options, e.g. --qos=high")
-
-    @field_validator("time", mode="before")
-    @classmethod
-    def _sexagesimal(cls, v):
-        # YAML 1.1 reads an unquoted 24:00:00 as the integer 86400 (seconds).
-        if isinstance(v, int) and not isinstance(v, bool):
-            return f"{v // 3600}:{v % 3600 // 60:02d}:{v % 60:02d}"
-        return v
-
-    @field_validator("partition", "account")
-    @classmethod
-    def _word(cls, v, info):
-        return None if v is None else _matches(SLURM_WORD, v, f"SLURM {info.field_name}")
-
-    @field_validator("time")
-    @classmethod
-    def _time(cls, v):
-        return None if v is None else _matches(SLURM_TIME, v, "SLURM time limit")
-
+    partition: Annotated[str, AfterValidator(lambda v: _matches(SLURM_WORD, v, "SLURM partition"))] | None = Field(
+        None, description="SLURM partition(s), e.g. gpu or gpu,debug")
+    account: Annotated[str, AfterValidator(lambda v: _matches(SLURM_WORD, v, "SLURM account"))] | None = None
+    time: Annotated[str, BeforeValidator(_hms), AfterValidator(lambda v: _matches(SLURM_TIME, v, "SLURM time limit"))
+                    ] | None = Field(None, description="wall-time limit, e.g. 24:00:00 or 2-00:00:00")
+    gpus_per_node: int | None = Field(None, ge=0, description="default nproc_per_node; 0: a CPU partition")
+    cpus_per_task: int | None = Field(None, ge=1, description="default: the partition's own")
+    extra_sbatch: list[Annotated[str, AfterValidator(_sbatch_option)]] = Field(
+        default_factory=list, description="more #SBATCH options, e.g. --qos=high (not --export)")
 
 
 class DistributedConfig(_Strict):

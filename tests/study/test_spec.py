@@ -84,7 +84,6 @@ def test_slurm_job_array_script_for_a_four_trial_study(tmp_path, monkeypatch):
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=1
 #SBATCH --gpus-per-node=8
-#SBATCH --cpus-per-task=16
 #SBATCH --output=/scratch/me/study-s0_agnews_lr/slurm-%A_%a.out
 
 set -euo pipefail
@@ -94,7 +93,7 @@ export PYTHONWARNINGS=ignore::FutureWarning
 export WANDB_RUN_GROUP=s0_agnews_lr
 
 # one trial per array task: {ids}
-ftk study run {study} --out /scratch/me/study-s0_agnews_lr --trial "$SLURM_ARRAY_TASK_ID"
+ftk study run /scratch/me/study-s0_agnews_lr/study.yaml --out /scratch/me/study-s0_agnews_lr --trial "$SLURM_ARRAY_TASK_ID"
 """
     assert [t.id for t in trials] == [t.id for t in plan_trials(s, recipe, sdir)]  # stable ids
 

@@ -60,7 +60,6 @@ def test_sbatch_script_two_nodes():
 #SBATCH --nodes=2
 #SBATCH --ntasks-per-node=1
 #SBATCH --gpus-per-node=8
-#SBATCH --cpus-per-task=16
 #SBATCH --output='{RUN}/slurm-%j.out'
 #SBATCH --partition=gpu
 #SBATCH --time=24:00:00
@@ -70,6 +69,12 @@ cd /home/me/ftk
 export PATH=/opt/venv/bin:$PATH
 export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 export PYTHONWARNINGS=ignore::FutureWarning
+
+# the job records its own state in manifest.json (running, then finished or failed with its code)
+ftk_job_ended() {{ python -m ftk.train.jobstate ended '{RUN}' "$1"; }}
+trap 'ftk_job_ended $?' EXIT
+trap 'exit 143' TERM
+python -m ftk.train.jobstate started '{RUN}' $$
 
 # stage main
 srun torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint "$MASTER_ADDR:29500" --rdzv-id "$SLURM_JOB_ID" -m llamafactory.launcher '{CFG}'

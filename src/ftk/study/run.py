@@ -7,14 +7,15 @@ searches with Optuna (its storage in the study folder), and the report is writte
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ftk.data.prepare import recipe_fingerprint
 from ftk.errors import FtkError
-from ftk.fileio import write_json
+from ftk.fileio import write_json, write_text
 from ftk.recipe import load_recipe
 from ftk.study.spec import StudySpec, as_overrides, load_study, trial_id, trial_overrides
 from ftk.study.state import is_done, portable, state_path
@@ -77,6 +78,19 @@ def run_trial(trial: Trial, spec: StudySpec, recipe_path: Path, sdir: Path) -> d
     return state
 
 
+def keep_study_copy(path: Path, recipe_path: Path, sdir: Path) -> None:
+    """sdir/study.yaml: the study as it was run, its recipe path made absolute so that the copy reads
+    the same from anywhere (a SLURM array's tasks run it). Written atomically; left alone when `path`
+    is the copy itself (an array task)."""
+    copy = sdir / "study.yaml"
+    if copy.exists() and copy.resolve() == path.resolve():
+        return
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    raw["recipe"] = str(recipe_path.resolve())
+    write_text(copy, f"# copy of {path.resolve()} as run (recipe path made absolute)\n"
+               + yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
+
+
 def run_study(path: str | Path, *, out: str | Path | None = None, dry_run: bool = False, slurm: bool = False,
               only: int | None = None) -> Path:
     spec, recipe_path = load_study(path)
@@ -91,7 +105,7 @@ def run_study(path: str | Path, *, out: str | Path | None = None, dry_run: bool 
     if only is not None and not 0 <= only < len(trials):
         raise FtkError(f"--trial {only}: the study has trials 0..{len(trials) - 1}")
     sdir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(path, sdir / "study.yaml")
+    keep_study_copy(Path(path), recipe_path, sdir)
     if slurm:
         from ftk.study.slurm import submit_array
 

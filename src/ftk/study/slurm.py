@@ -6,14 +6,14 @@ script is checked and quoted (train/slurm.py's `safe`)."""
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 from ftk.errors import FtkError
+from ftk.fileio import write_json, write_text
 from ftk.recipe import load_recipe
 from ftk.train.launch import shell_quote_expanding
-from ftk.train.slurm import safe, sbatch_header
+from ftk.train.slurm import safe, sbatch_header, submit
 
 SCRIPT = "study.sbatch"
 
@@ -27,7 +27,9 @@ def render_array(spec, study_file: Path, recipe_path: Path, trials: list, sdir: 
                        path=recipe_path, where="distributed.nnodes")
     lines = sbatch_header(spec.name, d, f"{sdir}/slurm-%A_%a.out", "out", array=len(trials))
     bindir = str(Path(python or sys.executable).parent)
-    argv = ["ftk", "study", "run", str(study_file), "--out", str(sdir), "--trial", "$SLURM_ARRAY_TASK_ID"]
+    # the study folder's copy (recipe path made absolute), not the original: edits to the original
+    # while the array waits in the queue cannot change what its tasks run
+    argv = ["ftk", "study", "run", str(sdir / "study.yaml"), "--out", str(sdir), "--trial", "$SLURM_ARRAY_TASK_ID"]
     for a in argv[:-1]:
         safe(a, "study path")
     lines += [
@@ -46,15 +48,13 @@ def render_array(spec, study_file: Path, recipe_path: Path, trials: list, sdir: 
 
 def submit_array(spec, study_file: Path, recipe_path: Path, trials: list, sdir: Path) -> Path:
     script = sdir / SCRIPT
-    script.write_text(render_array(spec, Path(study_file), recipe_path, trials, sdir), encoding="utf-8")
+    write_text(script, render_array(spec, Path(study_file), recipe_path, trials, sdir))
     script.chmod(0o755)
-    sbatch = shutil.which("sbatch")
-    if sbatch is None:
+    if shutil.which("sbatch") is None:
         print(f"[study] {len(trials)} trials as a job array: {script}; sbatch not found; submit on the cluster "
               f"with: sbatch {script}, then: ftk study report {sdir}")
         return script
-    proc = subprocess.run([sbatch, str(script)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise FtkError(f"sbatch failed: {proc.stderr.strip()}", path=script)
-    print(f"{proc.stdout.strip()}; when the array is done: ftk study report {sdir}")
+    job = submit(script)
+    write_json(sdir / "slurm-job.json", {"slurm_job_id": job, "script": str(script), "trials": len(trials)})
+    print(f"[study] when array job {job} is done: ftk study report {sdir}")
     return script

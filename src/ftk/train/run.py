@@ -268,9 +268,16 @@ def train(recipe: Recipe, recipe_path: str | Path, overrides: list[str] | None =
         from ftk.train.slurm import submit, write_sbatch
 
         script = write_sbatch(recipe, plans, run_dir)
-        manifest.update({"status": "submitted" if shutil.which("sbatch") else "written", "sbatch": str(script)})
+        manifest.update({"status": "written", "sbatch": str(script)})
         runs.write_manifest(run_dir, manifest)
-        submit(script)
+        try:
+            job = submit(script)
+        except FtkError:  # refused: no job will ever use this folder
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        if job:  # the job itself records running / finished / failed (train/jobstate.py)
+            manifest.update({"status": "submitted", "slurm_job_id": job, "submitted": runs.now()})
+            runs.write_manifest(run_dir, manifest)
         return run_dir
     runs.write_manifest(run_dir, manifest)
     _run_stages(plans, manifest, run_dir, env, verbose=verbose)

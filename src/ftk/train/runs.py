@@ -137,12 +137,51 @@ def process_identity() -> dict:
     return info
 
 
-def status_of(manifest: dict) -> str:
-    """The recorded status, except that a `running` run whose process is gone is `interrupted`.
+def now() -> str:
+    return _dt.datetime.now().isoformat(timespec="seconds")
 
-    Only decidable on the host that ran it; elsewhere a running run stays `running`.
+
+# SLURM job states that end a job without its own EXIT trap having said so (sacct's names)
+SLURM_ENDED = {"CANCELLED", "TIMEOUT", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL", "DEADLINE"}
+
+
+def slurm_state(job: str) -> str | None:
+    """The scheduler's state of a job (sacct, else squeue), or None when neither can tell."""
+    for argv in (["sacct", "-n", "-X", "-P", "-o", "State", "-j", job], ["squeue", "-h", "-o", "%T", "-j", job]):
+        exe = shutil.which(argv[0])
+        if exe is None:
+            continue
+        try:
+            proc = subprocess.run([exe, *argv[1:]], check=False, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        words = proc.stdout.split()
+        if proc.returncode == 0 and words:
+            return words[0].split()[0].rstrip("+")  # "CANCELLED by 0" -> CANCELLED
+    return None
+
+
+def status_of(manifest: dict) -> str:
+    """The recorded status, except that a `running` run whose process is gone is `interrupted`, and
+    a submitted or running SLURM job is what the scheduler says it is (pending, running, or ended
+    without a word: `failed (TIMEOUT)`).
+
+    A process is only decidable on the host that ran it; elsewhere a running run stays `running`.
     """
     status = manifest.get("status", "unknown")
+    job = manifest.get("slurm_job_id")
+    if job and status in ("submitted", "running"):
+        state = slurm_state(str(job))
+        if state == "PENDING":
+            return "pending"
+        if state in SLURM_ENDED:
+            return f"failed ({state})"
+        if state == "COMPLETED":  # the job ended but its EXIT trap never wrote the manifest
+            return "ended (COMPLETED), state not recorded"
+        if state in ("RUNNING", "COMPLETING", "CONFIGURING"):
+            return "running"
+        if status == "submitted":
+            return status
     if status != "running" or manifest.get("host") != socket.gethostname() or not manifest.get("pid"):
         return status
     try:

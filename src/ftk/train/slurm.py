@@ -39,13 +39,13 @@ def sbatch_header(name: str, d, output: str, output_key: str, *, array: int | No
     lines = ["#!/bin/bash", f"#SBATCH --job-name={safe(name, 'name')}"]
     if array is not None:
         lines.append(f"#SBATCH --array=0-{array - 1}")
-    lines += [
-        f"#SBATCH --nodes={int(d.nnodes)}",
-        "#SBATCH --ntasks-per-node=1",
-        f"#SBATCH --gpus-per-node={int(d.nproc_per_node)}",
-        f"#SBATCH --cpus-per-task={int(s.cpus_per_task)}",
-        f"#SBATCH --output={safe(output, output_key)}",
-    ]
+    gpus = d.nproc_per_node if s.gpus_per_node is None else s.gpus_per_node
+    lines += [f"#SBATCH --nodes={int(d.nnodes)}", "#SBATCH --ntasks-per-node=1"]
+    if gpus:  # 0: a CPU partition, where asking for GPUs is refused ("Invalid generic resource")
+        lines.append(f"#SBATCH --gpus-per-node={int(gpus)}")
+    if s.cpus_per_task:  # unset: the partition's default, so a smaller node can still take the job
+        lines.append(f"#SBATCH --cpus-per-task={int(s.cpus_per_task)}")
+    lines.append(f"#SBATCH --output={safe(output, output_key)}")
     for key, value in (("partition", s.partition), ("account", s.account), ("time", s.time)):
         if value:
             lines.append(f"#SBATCH --{key}={safe(value, f'distributed.slurm.{key}')}")
@@ -64,6 +64,12 @@ def render_sbatch(recipe, plans, run_dir: Path, *, python: str | None = None, wo
         f"export PATH={safe(bindir, 'python')}:$PATH",
         'export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
         "export PYTHONWARNINGS=ignore::FutureWarning",
+        "",
+        "# the job records its own state in manifest.json (running, then finished or failed with its code)",
+        f"ftk_job_ended() {{ python -m ftk.train.jobstate ended {safe(str(run_dir), 'runs_dir')} \"$1\"; }}",
+        "trap 'ftk_job_ended $?' EXIT",
+        "trap 'exit 143' TERM",
+        f"python -m ftk.train.jobstate started {safe(str(run_dir), 'runs_dir')} $$",
     ]
     for p in plans:
         argv = launch.build_slurm_argv(str(p.dir / p.config_name), nnodes=d.nnodes, nproc_per_node=d.nproc_per_node,
@@ -82,13 +88,15 @@ def write_sbatch(recipe, plans, run_dir: Path) -> Path:
 
 
 def submit(script: Path) -> str | None:
-    """Submit with sbatch when it exists; otherwise say how to submit it."""
+    """Submit with sbatch when it exists and return the job id; otherwise say how to submit it."""
     sbatch = shutil.which("sbatch")
     if sbatch is None:
         print(f"[ftk] sbatch not found; submit on the cluster with: sbatch {script}")
         return None
-    proc = subprocess.run([sbatch, str(script)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise FtkError(f"sbatch failed: {proc.stderr.strip()}", path=script)
-    print(proc.stdout.strip())
-    return proc.stdout.strip()
+    proc = subprocess.run([sbatch, "--parsable", str(script)], check=False, capture_output=True, text=True)
+    job = proc.stdout.strip().split(";")[0]
+    if proc.returncode != 0 or not job:
+        raise FtkError(f"sbatch failed: {(proc.stderr or proc.stdout).strip() or f'exit code {proc.returncode}'}",
+                       path=script)
+    print(f"[ftk] submitted batch job {job}", flush=True)
+    return job
