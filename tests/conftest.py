@@ -25,11 +25,12 @@ def realdata(*parts: str) -> Path:
     return path
 
 
-def run_ftk(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run the installed `ftk` console script as a user would."""
+def run_ftk(*args: str, cwd: Path | None = None, timeout: int = 600,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run the installed `ftk` console script as a user would (`env`: variables to set or replace)."""
     exe = Path(sys.executable).parent / "ftk"
     return subprocess.run([str(exe), *map(str, args)], cwd=cwd or REPO, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env=dict(os.environ, **(env or {})))
 
 
 def ftk_here(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -1,6 +1,7 @@
 """Exact launch argv for the distributed shapes, the sbatch script, and recipe errors."""
 
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -91,7 +92,8 @@ def test_slurm_writes_script_without_sbatch(tmp_path, synth_dir, tiny_model):
                       f"data: {{train: {synth_dir / 'train.csv'}, test: {synth_dir / 'test.csv'}, prepared_dir: {tmp_path / 'p'}}}\n"
                       f"model: {{name_or_path: {tiny_model}}}\nruns_dir: {tmp_path / 'runs'}\n"
                       "distributed: {nnodes: 2, nproc_per_node: 4}\n")
-    proc = run_ftk("train", recipe, "--slurm", cwd=tmp_path)
+    # a PATH without sbatch (this host may have SLURM installed: the real-scheduler test installs it)
+    proc = run_ftk("train", recipe, "--slurm", cwd=tmp_path, env={"PATH": str(Path(sys.executable).parent)})
     assert proc.returncode == 0, proc.stderr
     (run_dir,) = (tmp_path / "runs").iterdir()
     script = (run_dir / "sbatch.sh").read_text()

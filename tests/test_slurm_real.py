@@ -1,0 +1,107 @@
+"""`--slurm` on a real scheduler: a single-node SLURM on localhost (tests/slurm_local.py installs
+Debian's slurm-wlm and munge when it may, starts munged/slurmctld/slurmd and stops what it started).
+`ftk train --slurm` of a tiny recipe runs as a job, records its own state, and gives the same
+weights as the same recipe trained locally; `ftk study run --slurm` of a 2-trial study runs as a job
+array and `ftk study report` builds its table. Skipped with the reason where SLURM cannot be had
+(not root, no SLURM and no apt-get); in CI (root, Debian) it runs."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, ftk_here, run_ftk
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    import slurm_local
+
+    why = slurm_local.why_not()
+    if why:
+        pytest.skip(f"no local SLURM: {why}")
+    c = slurm_local.LocalSlurm(tmp_path_factory.mktemp("slurm"))
+    try:
+        c.start()  # where it can be had, a failure to start is a failure, not a skip
+        yield c
+    finally:
+        c.stop()
+
+
+def _wait(check, what: str, timeout: float = 600):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = check()
+        if got:
+            return got
+        time.sleep(2)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _recipe(tmp: Path, synth_dir: Path, tiny_model: Path) -> Path:
+    recipe = tmp / "recipe.yaml"
+    recipe.write_text(f"extends: {REPO / 'configs' / 'agnews_tiny_cpu.yaml'}\nname: slurm_tiny\n"
+                      f"data: {{train: {synth_dir / 'train.csv'}, test: {synth_dir / 'test.csv'}, "
+                      f"prepared_dir: {tmp / 'prepared'}, max_samples: {{train: 160, test: 16}}}}\n"
+                      f"model: {{name_or_path: {tiny_model}}}\n"
+                      "train: {max_steps: 6, logging_steps: 2}\n"
+                      "distributed: {slurm: {gpus_per_node: 0}}\n")
+    return recipe
+
+
+def _finished(run_dir: Path):
+    m = json.loads((run_dir / "manifest.json").read_text())
+    return m if m["status"] in ("finished", "failed") else None
+
+
+def test_train_job_records_its_state_and_equals_a_local_run(cluster, tmp_path, synth_dir, tiny_model):
+    recipe = _recipe(tmp_path, synth_dir, tiny_model)
+    proc = run_ftk("train", recipe, f"runs_dir={tmp_path / 'slurm-runs'}", "--slurm", cwd=tmp_path, env=cluster.env)
+    assert proc.returncode == 0, proc.stderr
+    assert "[ftk] submitted batch job " in proc.stdout
+    (run_dir,) = (tmp_path / "slurm-runs").iterdir()
+    job = json.loads((run_dir / "manifest.json").read_text())["slurm_job_id"]
+    m = _wait(lambda: _finished(run_dir), f"job {job}")
+    log = "".join(p.read_text() for p in run_dir.glob("slurm-*.out"))
+    assert m["status"] == "finished" and m["exit_code"] == 0, log[-3000:]
+    assert m["slurm_job_id"] == job and m["job_started"] and "all_results.json" in m["stages"][0]["results"]
+    listing = run_ftk("runs", tmp_path / "slurm-runs", env=cluster.env)
+    assert listing.returncode == 0 and "finished" in listing.stdout, listing.stdout
+
+    local = ftk_here("train", recipe, f"runs_dir={tmp_path / 'local-runs'}", cwd=tmp_path)
+    assert local.returncode == 0, local.stderr[-2000:]
+    (local_dir,) = (tmp_path / "local-runs").iterdir()
+    weights = sorted(p.name for p in (run_dir / "model").glob("*.safetensors"))
+    assert weights
+    for name in weights:  # srun torchrun on the node == python -m llamafactory.launcher here
+        assert (run_dir / "model" / name).read_bytes() == (local_dir / "model" / name).read_bytes(), name
+
+
+def test_study_array_runs_every_trial_and_reports(cluster, tmp_path, synth_dir, tiny_model):
+    recipe = _recipe(tmp_path, synth_dir, tiny_model)
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump({"name": "slurm_array", "recipe": str(recipe),
+                                     "grid": {"train.learning_rate": [1.0e-3, 5.0e-4]}, "eval": {"limit": 16}}))
+    sdir = tmp_path / "study-out"
+    proc = run_ftk("study", "run", study, "--slurm", "--out", sdir, cwd=tmp_path, env=cluster.env)
+    assert proc.returncode == 0, proc.stderr
+    job = json.loads((sdir / "slurm-job.json").read_text())["slurm_job_id"]
+
+    def done():
+        states = list((sdir / "trials").glob("*.json")) if (sdir / "trials").is_dir() else []
+        outs = list(sdir.glob("slurm-*.out"))
+        failed = [p for p in outs if "Traceback" in p.read_text() or "error:" in p.read_text()]
+        assert not failed, failed[0].read_text()[-3000:]
+        return len(states) == 2
+
+    _wait(done, f"array job {job}")
+    report = run_ftk("study", "report", sdir, cwd=REPO, env=cluster.env)
+    assert report.returncode == 0, report.stderr
+    rep = json.loads((sdir / "report.json").read_text())
+    assert len(rep["rows"]) == 2 and all(r["n"] == 16 for r in rep["rows"])
