@@ -155,15 +155,30 @@ def evaluate_run(run_dir: str | Path, *, out_dir: str | Path | None = None, batc
         preds = predict(records, Path(out_dir), **kwargs)
     seconds = time.perf_counter() - started
     metrics, rows = score(task, records, preds, base=base)
-    # throughput of this call's own predictions (model load included); none when every row was reused
+    # throughput of this call's own predictions (model load included); when every row was reused (a
+    # re-scoring), the figures of the call that made them, from the metrics it wrote, else none
     metrics["eval_seconds"] = round(seconds, 2)
     metrics["examples_per_s"] = round(fresh / seconds, 3) if fresh > 0 and seconds > 0 else None
+    if fresh == 0:
+        metrics.update(_earlier_throughput(Path(out_dir) / "metrics.json", len(records)))
     metrics["truncated_prompts"] = sum(bool(preds[r["id"]].get("truncated")) for r in records)
     metrics["cutoff_len"] = recipe.train.cutoff_len
     metrics.update({"run_dir": str(run_dir), "split": split, "model": model_path, "adapter": adapter,
                     "checkpoint": checkpoint, "mode": mode, "engine": engine, "shards": shards})
     write_outputs(out_dir, metrics, rows, task)
     return metrics, out_dir
+
+
+def _earlier_throughput(path: Path, n: int) -> dict:
+    """eval_seconds / examples_per_s of the metrics.json an earlier call wrote for the same rows."""
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if old.get("examples_per_s") is None or old.get("n") != n:
+        return {}
+    return {"eval_seconds": old.get("eval_seconds"), "examples_per_s": old["examples_per_s"],
+            "throughput_of": "the earlier call that made these predictions (this one re-scored them)"}
 
 
 def evaluate_predictions(path: str | Path, task_name: str, out_dir: str | Path, *, data_dir: str | Path | None = None,
