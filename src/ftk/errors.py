@@ -60,6 +60,12 @@ def error_locs(exc: "ValidationError") -> list[tuple]:
     return [tuple(x for x in err["loc"] if not _UNION_BRANCH.match(str(x))) for err in exc.errors()]
 
 
+def hide_credentials(text: str) -> str:
+    """A value as it may be shown: user:password@ in URLs and key/token/secret query values -> ***."""
+    text = re.sub(r"(?<=://)[^/@\s]+@", "***@", text)
+    return re.sub(r"(?i)([?&][^=&\s]*(?:key|token|secret|password|sig|auth)[^=&\s]*=)[^&\s]+", r"\1***", text)
+
+
 def format_validation_error(exc: "ValidationError", suggest=None) -> str:
     """All pydantic errors on one line: `key.path`: problem (got value); `other.key`: problem.
 
@@ -78,6 +84,8 @@ def format_validation_error(exc: "ValidationError", suggest=None) -> str:
             msg = "required key is missing"
         else:
             value = err.get("input")
+            if isinstance(value, str):
+                value = hide_credentials(value)
             if isinstance(value, (str, int, float, bool)):
                 shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
                 if "got " not in msg and repr(value) not in msg:

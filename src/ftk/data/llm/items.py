@@ -39,13 +39,24 @@ def parse_answer(ld, cached: dict) -> Items:
     out = Items()
     label = cached["label"]
     fixed = {k: v.format(label=label, label_raw=raw_label(task, ld.fmt, label)) for k, v in spec.fields.items()}
-    for j, piece in enumerate(p for p in (cached.get("text") or "").split(spec.split)):
-        piece = piece.strip()
-        if not piece:
-            continue
+    pieces = [p.strip() for p in (cached.get("text") or "").split(spec.split)]
+    pieces = [p for p in pieces if p]
+    if cached.get("finish_reason") == "length" and pieces:  # cut off by max_tokens: its last item is partial
+        out.counts["cut_by_max_tokens"] += 1
+        out.rejects.append({"request": cached["index"], "item": len(pieces) - 1, "text": pieces[-1][:2000],
+                            "reason": "cut_by_max_tokens"})
+        pieces.pop()
+    if len(pieces) > spec.max_items_per_answer:  # counted, not read: an answer of 26,000 items is not data
+        out.counts["over_max_items_per_answer"] += len(pieces) - spec.max_items_per_answer
+        pieces = pieces[:spec.max_items_per_answer]
+    for j, piece in enumerate(pieces):
         out.counts["items"] += 1
-        m = rx.search(piece)
         ref = {"request": cached["index"], "item": j, "text": piece[:2000]}
+        if len(piece) > spec.max_item_chars:
+            out.rejects.append({**ref, "reason": "too_long", "detail": f"{len(piece):,} characters "
+                                f"(max_item_chars {spec.max_item_chars:,})"})
+            continue
+        m = rx.search(piece)
         if not m:
             out.rejects.append({**ref, "reason": "no_match"})
             continue

@@ -15,7 +15,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from ftk.data.llm.client import CACHE, read_cache, run_requests
+from ftk.data.llm.client import CACHE, failure_counts, read_cache, read_cache_counted, run_requests
 from ftk.data.llm.items import clean, parse_answer, render, unwritable
 from ftk.data.llm.spec import load_spec, plan_requests
 from ftk.errors import FtkError
@@ -36,7 +36,11 @@ def synth_data(spec_path: str | Path, out: str | Path | None = None) -> dict:
         raise FtkError("output exists and is not a folder", path=out_dir)
     asyncio.run(_preflight(ld))
     out_dir.mkdir(parents=True, exist_ok=True)
-    print(f"[ftk] {len(requests)} requests ({len(read_cache(out_dir / CACHE))} cached) to "
+    cached, unreadable = read_cache_counted(out_dir / CACHE)
+    matching = sum(r.key in cached for r in requests)  # entries of other specs or settings do not count
+    print(f"[ftk] {len(requests)} requests ({matching} cached"
+          + (f"; {unreadable} unreadable cache lines skipped, their requests asked again" if unreadable else "")
+          + ") to "
           f"{', '.join(f'{e.model} at {e.base_url}' for e in ld.spec.endpoints)}; output: {out_dir}", flush=True)
     seen: dict[int, int] = {}
 
@@ -55,8 +59,14 @@ async def _preflight(ld) -> None:
     await preflight(ld)
 
 
-def finish(ld, requests: list, out_dir: Path, failures: dict[int, str]) -> dict:
-    """Parse, validate, clean and write everything the cache holds for these requests."""
+FINAL = ("a well-formed answer with any text is final (cached, never asked again, even when no item in it "
+         "is valid); an empty (no text at all), malformed or failed one is not cached: the next run asks it again")
+
+
+def finish(ld, requests: list, out_dir: Path, failures: dict[int, tuple[str, str]]) -> dict:
+    """Parse, validate, clean and write everything the cache holds for these requests; fewer than
+    `min_items` kept: the manifest and rejects are written (the reasons), the data file is not, and the
+    run fails with the reasons' counts."""
     cache = read_cache(out_dir / CACHE)
     counts, rejects, kept = Counter(), [], []
     tok_in = tok_out = 0
@@ -78,11 +88,15 @@ def finish(ld, requests: list, out_dir: Path, failures: dict[int, str]) -> dict:
                 rejects.append({"request": row["index"], "text": str(raw)[:2000], "reason": "unwritable",
                                 "detail": why})
     parsed = len(kept)
+    if parsed > 2000 and ld.spec.near_duplicate_rouge_l is not None:
+        print(f"[ftk] cleaning {parsed:,} items (exact and ROUGE-L near duplicates) ...", flush=True)
     kept, cleaning = clean(ld, kept)
     reasons = Counter(r["reason"] for r in rejects)
     data_path = out_dir / output_name(ld)
-    with atomic_open(data_path) as fh:
-        fh.write(render(ld, [raw for _, raw in kept]))
+    enough = len(kept) >= ld.spec.min_items
+    if enough:
+        with atomic_open(data_path) as fh:
+            fh.write(render(ld, [raw for _, raw in kept]))
     with atomic_open(out_dir / "rejects.jsonl") as fh:
         for r in rejects:
             fh.write(json.dumps(r, ensure_ascii=False) + "\n")
@@ -93,15 +107,36 @@ def finish(ld, requests: list, out_dir: Path, failures: dict[int, str]) -> dict:
         "endpoints": [{"base_url": e.base_url, "model": e.model, "weight": e.weight, "api_key_env": e.api_key_env}
                       for e in spec.endpoints],
         "requests": {"planned": len(requests), "answered": sum(r.key in cache for r in requests),
-                     "empty": counts["empty_answers"], "failed": len(failures), "failures": {str(k): v for k, v in sorted(failures.items())[:20]}},
+                     "empty": counts["empty_answers"], "failed": len(failures),
+                     "failed_by_reason": failure_counts(failures),
+                     "failures": {str(k): msg for k, (_, msg) in sorted(failures.items())[:20]}, "final": FINAL},
         "items": {"parsed": counts["items"], "valid": parsed, "kept": len(kept),
-                  "rejected": dict(sorted(reasons.items())), "cleaning": dict(sorted(cleaning.items()))},
+                  "rejected": dict(sorted(reasons.items())), "cleaning": dict(sorted(cleaning.items())),
+                  "not_read": {k: counts[k] for k in ("over_max_items_per_answer",) if counts[k]}},
         "label_counts": dict(Counter(ex.label for ex, _ in kept)),
         "tokens": {"prompt": tok_in, "completion": tok_out},
-        "output": {"file": data_path.name, "sha256": sha256_file(data_path), "rows": len(kept)},
+        "output": ({"file": data_path.name, "sha256": sha256_file(data_path), "rows": len(kept)} if enough else
+                   {"file": None, "rows": 0, "why": f"{len(kept)} items kept, min_items {ld.spec.min_items}"}),
     }
     write_json(out_dir / "manifest.json", manifest)
+    if not enough:
+        raise FtkError(f"{len(kept)} items kept, fewer than min_items {ld.spec.min_items}: "
+                       + "; ".join(_why_lines(manifest)) + "; no data file written (rejects.jsonl, manifest.json)",
+                       path=out_dir)
     return manifest
+
+
+def _why_lines(m: dict) -> list[str]:
+    it, rq = m["items"], m["requests"]
+    out = [f"{rq['answered']}/{rq['planned']} requests answered ({rq['empty']} with no item)"]
+    if rq["failed"]:
+        out.append(f"{rq['failed']} failed: " + ", ".join(f"{k} x {v}" for k, v in rq["failed_by_reason"].items()))
+    out.append(f"items {it['parsed']} parsed, {it['valid']} valid; rejected: "
+               + (", ".join(f"{k} {v}" for k, v in it["rejected"].items()) or "none"))
+    removed = ", ".join(f"{k} {v}" for k, v in it["cleaning"].items() if v)
+    if removed:
+        out.append(f"removed: {removed}")
+    return out
 
 
 def summary_lines(m: dict, out_dir: Path) -> list[str]:
@@ -110,7 +145,10 @@ def summary_lines(m: dict, out_dir: Path) -> list[str]:
     cl = ", ".join(f"{k} {v}" for k, v in it["cleaning"].items() if v) or "none"
     return [
         f"[ftk] requests {m['requests']['answered']}/{m['requests']['planned']} answered "
-        f"({m['requests']['empty']} with no item), {m['requests']['failed']} failed after retries; tokens in {m['tokens']['prompt']:,} / out {m['tokens']['completion']:,}",
+        f"({m['requests']['empty']} with no item), {m['requests']['failed']} failed"
+        + (": " + ", ".join(f"{k} x {v}" for k, v in m["requests"]["failed_by_reason"].items())
+           if m["requests"]["failed"] else "")
+        + f"; tokens in {m['tokens']['prompt']:,} / out {m['tokens']['completion']:,}",
         f"[ftk] items {it['parsed']} parsed, {it['valid']} valid, {it['kept']} kept; rejected: {rej}; removed: {cl}",
         f"[ftk] output: {out_dir / m['output']['file']} ({m['output']['rows']} rows, "
         f"{', '.join(f'{k} {v}' for k, v in m['label_counts'].items())}); manifest: {out_dir / 'manifest.json'}",

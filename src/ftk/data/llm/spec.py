@@ -39,7 +39,9 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ftk.data.rows import Example
 from ftk.data.sources import read_source
@@ -54,8 +56,22 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _no_credentials(url: str) -> str:
+    """A base_url is written to the screen, the manifest and every cache row: no key may ride in it."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        raise ValueError("holds credentials (user:key@host); give the key in the variable api_key_env names")
+    secret = [k for k, _ in parse_qsl(parts.query) if re.search(r"key|token|secret|password|sig|auth", k, re.I)]
+    if secret:
+        raise ValueError(f"holds a credential in its query ({secret[0]}=...); give the key in the variable "
+                         "api_key_env names")
+    return url
+
+
 class Endpoint(_Strict):
-    base_url: str = Field(pattern=r"^https?://\S+$")
+    base_url: Annotated[str, AfterValidator(_no_credentials)] = Field(pattern=r"^https?://\S+$")
     model: str = Field(min_length=1)
     api_key_env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="the NAME of the variable with the key")
     weight: float = Field(1.0, gt=0)
@@ -85,8 +101,13 @@ class SynthSpec(_Strict):
     concurrency: int = Field(4, ge=1)
     temperature: float = Field(0.7, ge=0)
     max_tokens: int = Field(512, ge=1)
-    timeout: float = Field(120.0, gt=0)
+    timeout: float = Field(120.0, gt=0, description="seconds between reads of one answer")
+    deadline: float | None = Field(None, gt=0, description="seconds for one request in all, retries included "
+                                   "(default: timeout x (max_retries + 1))")
     max_retries: int = Field(6, ge=0)
+    max_items_per_answer: int = Field(100, ge=1, description="items read from one answer; the rest are counted, not read")
+    max_item_chars: int = Field(4000, ge=1, description="a longer item is rejected (too_long)")
+    min_items: int = Field(1, ge=0, description="fewer items kept: the run fails (exit 1) with the reasons")
     seed: int = Field(0, ge=0)
     near_duplicate_rouge_l: float | None = Field(0.7, gt=0, le=1)
     leakage: list[str] = Field(default_factory=list, description="files (task raw format) items must not repeat")
