@@ -189,3 +189,26 @@ def test_near_duplicates_by_rouge_l_match_rouge_score(tmp_path):
     assert dropped == 1 and [e.line for e in kept] == [2, 3]
     kept, dropped = drop_near_against(exs, [], 0.7)
     assert dropped == 0 and len(kept) == 4
+
+
+def test_an_unreachable_hub_is_one_line_in_seconds(tmp_path, monkeypatch):
+    """No Hub (here: HF_ENDPOINT pointing at a closed port): one TCP probe decides, the Hub clients run
+    offline (local cache only), and a dataset not in the cache is one line, exit 2, without the
+    Hub clients' retry lines (5 retries, ~25-35 s before)."""
+    import socket
+    import time
+
+    from conftest import ftk_here
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    t0 = time.monotonic()
+    proc = ftk_here("prepare", "--task", "agnews", "--test", "hub:ag_news", "--out", tmp_path / "out")
+    assert time.monotonic() - t0 < 20
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "the Hub is unreachable" in lines[0] and "'ag_news'" in lines[0], proc.stderr
+    assert "Retry" not in proc.stdout + proc.stderr and not (tmp_path / "out").exists()

@@ -7,7 +7,9 @@ once (`rows_read`) and reports its own malformed rows with their line numbers.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import os
 import string
 import sys
 from collections.abc import Iterable, Iterator
@@ -145,12 +147,47 @@ READERS = {"csv": _read_delimited, "tsv": _read_delimited, "jsonl": _read_jsonl,
            "at_lines": _read_at_lines, "iob2": _read_iob2, "text": _read_text}
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """One TCP connection to the Hub's host (HF_ENDPOINT when set): decides once, in seconds, what
+    the Hub clients would find out after minutes of retry lines on the terminal."""
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        socket.create_connection((url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)),
+                                 timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _hub_offline():
+    """The Hub libraries in offline mode for the block (their import-time flags, then back)."""
+    import datasets.config
+    import huggingface_hub.constants
+
+    was = (huggingface_hub.constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE)
+    huggingface_hub.constants.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        huggingface_hub.constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE = was
+
+
 def _read_hub(c: Collector, hub_id: str, split: str) -> None:
     import datasets  # heavy import, only when the hub is used
 
+    offline = datasets.config.HF_HUB_OFFLINE or not hub_reachable()  # no Hub: the local cache only
     try:
-        ds = datasets.load_dataset(hub_id, c.spec.config, split=split)
+        with _hub_offline() if offline else contextlib.nullcontext():
+            ds = datasets.load_dataset(hub_id, c.spec.config, split=split)
     except Exception as exc:  # network, missing split, auth: all user-facing
+        if offline:
+            raise FtkError(f"hub dataset {hub_id!r} split {split!r}: the Hub is unreachable (offline or "
+                           "HF_HUB_OFFLINE) and the dataset is not in the local Hugging Face cache; download it "
+                           "where there is internet, or give a local file") from None
         raise FtkError(f"could not load hub dataset {hub_id!r} split {split!r}: {exc}") from None
     for i, row in enumerate(ds, 1):
         c.row(dict(row), f"hub:{hub_id}", i)
