@@ -121,3 +121,21 @@ def test_library_chatter_stays_off_the_terminal(tmp_path, synth_dir):
 
     assert not filters[0].filter(record("/venv/site-packages/deepspeed/accelerator/real_accelerator.py"))
     assert filters[0].filter(record("/venv/site-packages/deepspeed/runtime/engine.py"))
+
+
+def test_a_symlink_loop_is_one_line_for_every_command(tmp_path):
+    """Any --out, prepared, runs or study folder that is a symlink loop: one line naming it, exit 2
+    (it was a RuntimeError / FileExistsError traceback, in 7 commands)."""
+    from conftest import ftk_here
+
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    test_csv = tmp_path / "t.csv"
+    test_csv.write_text('"3","Stocks up","Shares rose, then fell."\n')
+    for args in (["prepare", "--task", "agnews", "--test", test_csv, "--out", tmp_path / "a"],
+                 ["synth", tmp_path / "a"],
+                 ["tiny-model", tmp_path / "a", "--text", test_csv]):
+        proc = ftk_here(*args)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1, (args, proc.stderr[-2000:])
+        assert "a symlink loop" in lines[0] and str(tmp_path / "a") in lines[0]

@@ -162,3 +162,43 @@ def test_a_wandb_study_sets_its_group_in_the_trainer_environment_only(tmp_path, 
     study_run.run_trial(trial, spec, recipe, tmp_path / "s")
     assert seen == {"WANDB_RUN_GROUP": "grouped"}
     assert "WANDB_RUN_GROUP" not in os.environ
+
+
+@pytest.mark.parametrize("study, expected", [
+    ({"grid": {"train.learning_rate": [1.0e-3, 5.0e-4]},
+      "paired": [{"train.learning_rate": [1.0e-3], "train.num_train_epochs": [1]}]},
+     "paired.0.train.learning_rate: train.learning_rate is already varied in grid"),
+    ({"strategy": "optuna", "optuna": {"trials": 2, "params": {
+        "train.learning_rate": {"low": 1.0e-5, "high": 1.0e-3, "log": True, "step": 1.0e-5}}}},
+     "`optuna.params.train.learning_rate`: give log or step, not both"),
+    ({"strategy": "optuna", "optuna": {"trials": 2, "params": {"method.finetuning_type": {"choices": ["lora", "bogus"]}}}},
+     "method.finetuning_type=bogus"),  # every choice is checked, not only the first
+    ({"strategy": "optuna", "optuna": {"trials": 2, "params": {"train.num_train_epochs": {"low": 1, "high": -3}}}},
+     "give low < high"),
+], ids=["key-in-grid-and-paired", "optuna-log-and-step", "optuna-second-choice", "optuna-range"])
+def test_bad_study_axes_are_one_line_and_write_nothing(tmp_path, study, expected):
+    from conftest import ftk_here
+
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"name": "bad", "recipe": str(REPO / "configs" / "agnews_llama31_full.yaml"),
+                                    **study}))
+    proc = ftk_here("study", "run", path, "--out", tmp_path / "out")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and expected in lines[0], proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_large_study_needs_yes_and_a_broken_recipe_leaves_no_study_folder(tmp_path):
+    from conftest import ftk_here
+
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"name": "big", "recipe": str(REPO / "configs" / "agnews_tiny_cpu.yaml"),
+                                    "grid": {"train.seed": list(range(16)), "train.learning_rate": [1e-3, 2e-3, 3e-3, 4e-3, 5e-3]}}))
+    proc = ftk_here("study", "run", path, "--out", tmp_path / "out", cwd=tmp_path)
+    assert proc.returncode == 2 and "80 trials" in proc.stderr and "--yes" in proc.stderr
+    assert not (tmp_path / "out").exists()
+    # with --yes it goes on, and the recipe's data files (relative to the repo, not here) are missing:
+    # refused before the study folder (and its study.yaml) is written
+    proc = ftk_here("study", "run", path, "--out", tmp_path / "out", "--yes", cwd=tmp_path)
+    assert proc.returncode == 2 and "data file not found" in proc.stderr
+    assert not (tmp_path / "out").exists()

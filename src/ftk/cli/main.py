@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -43,6 +44,24 @@ def demo_cmd(
         raise typer.Exit(exc.code or 1) from None
 
 
+def symlink_loop(exc: BaseException) -> str | None:
+    """The path of a symlink loop that `exc` reports (pathlib's RuntimeError on resolve, ELOOP from
+    the OS), else None: one root cause behind any --out, prepared or runs folder that loops."""
+    import errno
+
+    if isinstance(exc, RuntimeError) and str(exc).startswith("Symlink loop from "):
+        return str(exc).removeprefix("Symlink loop from ").strip("'\"")
+    if isinstance(exc, OSError) and exc.errno == errno.ELOOP:
+        return exc.filename or "a path"
+    if isinstance(exc, OSError) and exc.filename:  # e.g. mkdir(exist_ok=True) on a loop: "File exists"
+        try:
+            os.stat(exc.filename)
+        except OSError as inner:
+            if inner.errno == errno.ELOOP:
+                return str(exc.filename)
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI. Misuse (unknown option, bad value) and user errors are one `error:` line on
     stderr with exit code 2; `--help` and the commands' own exit codes pass through."""
@@ -75,6 +94,12 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         print("error: aborted", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
+    except (RuntimeError, OSError) as exc:
+        loop = symlink_loop(exc)
+        if loop is None:
+            raise
+        print(f"error: {loop}: a symlink loop (the path leads back to itself); give a real folder", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
     if type(code) is int and code != 0:  # a command's own return value is None

@@ -21,6 +21,7 @@ def study_run_cmd(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="list the trials and their overrides only")] = False,
     slurm: Annotated[bool, typer.Option("--slurm", help="submit the trials as one SLURM job array")] = False,
     trial: Annotated[Optional[int], typer.Option(min=0, help="run only the trial at this index (array tasks)")] = None,
+    yes: Annotated[bool, typer.Option("--yes", help=f"run a study of more trials than usual (over {64})")] = False,
 ) -> None:
     """Train and evaluate every trial as a normal run; finished trials are skipped, so an interrupted
     study resumes. The report (table, CIs, paired tests, plots) is written at the end.
@@ -31,7 +32,7 @@ def study_run_cmd(
     """
     from ftk.study.run import run_study
 
-    run_study(study, out=out, dry_run=dry_run, slurm=slurm, only=trial)
+    run_study(study, out=out, dry_run=dry_run, slurm=slurm, only=trial, yes=yes)
 
 
 @study_app.command("report")

@@ -91,8 +91,11 @@ def keep_study_copy(path: Path, recipe_path: Path, sdir: Path) -> None:
                + yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
 
 
+MANY_TRIALS = 64  # more trials than this: said up front, run only with --yes
+
+
 def run_study(path: str | Path, *, out: str | Path | None = None, dry_run: bool = False, slurm: bool = False,
-              only: int | None = None) -> Path:
+              only: int | None = None, yes: bool = False) -> Path:
     spec, recipe_path = load_study(path)
     sdir = study_dir(spec, out)
     trials = plan_trials(spec, recipe_path, sdir)
@@ -104,6 +107,15 @@ def run_study(path: str | Path, *, out: str | Path | None = None, dry_run: bool 
                        "--slurm (inside one SLURM job if you like)", path=path, where="strategy")
     if only is not None and not 0 <= only < len(trials):
         raise FtkError(f"--trial {only}: the study has trials 0..{len(trials) - 1}")
+    n = len(trials) + (spec.optuna.trials if spec.optuna else 0)
+    if n > MANY_TRIALS and not yes and only is None:
+        raise FtkError(f"{n} trials, each a training and an evaluation (more than {MANY_TRIALS}): check them with "
+                       "--dry-run, then run with --yes", path=path)
+    if only is None and not sdir.exists():
+        from ftk.validate import check_for_training  # files, model, data: before the study folder exists
+
+        first = next((t for t in trials if not t.base), None)
+        check_for_training(recipe_path, first.overrides if first else spec.overrides)
     sdir.mkdir(parents=True, exist_ok=True)
     keep_study_copy(Path(path), recipe_path, sdir)
     if slurm:

@@ -50,6 +50,12 @@ class OptunaParam(_Strict):
             raise ValueError("give low < high, or choices")
         if self.log and self.low is not None and self.low <= 0:
             raise ValueError("log needs low > 0")
+        if self.log and self.step is not None:
+            raise ValueError("give log or step, not both (Optuna samples a log scale continuously)")
+        if self.choices is not None and (self.low is not None or self.high is not None or self.step is not None):
+            raise ValueError("give choices, or low/high (with log or step): not both")
+        if self.choices is not None and not self.choices:
+            raise ValueError("choices is empty")
         return self
 
 
@@ -97,6 +103,13 @@ class StudySpec(_Strict):
         for key, values in self.grid.items():
             if not values:
                 raise ValueError(f"grid.{key}: give at least one value")
+        seen: dict[str, str] = {key: "grid" for key in self.grid}
+        for i, group in enumerate(self.paired):  # a key varied twice: one axis would silently win
+            for key in group:
+                if key in seen:
+                    raise ValueError(f"paired.{i}.{key}: {key} is already varied in {seen[key]}; vary a key in one "
+                                     "place only")
+                seen[key] = f"paired.{i}"
         if self.strategy == "optuna" and self.optuna is None:
             raise ValueError("strategy optuna needs an `optuna` section (trials, params)")
         if self.strategy == "grid" and self.optuna is not None:
@@ -139,6 +152,18 @@ def as_overrides(varied: dict[str, Any]) -> list[str]:
     return [f"{k}={_value(v)}" for k, v in varied.items()]
 
 
+def optuna_corners(o: OptunaSpec) -> list[dict[str, Any]]:
+    """Values an Optuna search may ask for, to validate before anything runs: every choice of each
+    parameter and both ends of each range (the other parameters at their first value)."""
+    def values(p: OptunaParam) -> list[Any]:
+        if p.choices is not None:
+            return list(p.choices)
+        return [int(p.low), int(p.high)] if p.integer else [p.low, p.high]
+
+    first = {k: values(p)[0] for k, p in o.params.items()}
+    return [dict(first, **{k: v}) for k, p in o.params.items() for v in values(p)]
+
+
 def load_study(path: str | Path) -> tuple[StudySpec, Path]:
     """The study and its base recipe's path; the recipe and every trial's overrides are checked
     (schema) now, so a typo fails before anything trains."""
@@ -148,8 +173,7 @@ def load_study(path: str | Path) -> tuple[StudySpec, Path]:
     if not recipe_path.is_file():
         raise FtkError(f"{spec.recipe} not found (expected a recipe path relative to this file)", path=path,
                        where="recipe")
-    axes = trial_overrides(spec) if spec.strategy == "grid" else [
-        {k: (p.choices[0] if p.choices else p.low) for k, p in spec.optuna.params.items()}]
+    axes = trial_overrides(spec) if spec.strategy == "grid" else optuna_corners(spec.optuna)
     for varied in axes or [{}]:
         try:
             load_recipe(recipe_path, spec.overrides + as_overrides(varied))
