@@ -101,7 +101,10 @@ ftk study run /scratch/me/study-s0_agnews_lr/study.yaml --out /scratch/me/study-
 def test_slurm_study_writes_the_script_without_sbatch(tmp_path, monkeypatch):
     from ftk.study.run import run_study
 
+    import sys
+
     monkeypatch.chdir(REPO)
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent))  # no sbatch, whatever this host has
     out = tmp_path / "study"
     run_study(REPO / "studies" / "s0_agnews_gradacc.yaml", out=out, slurm=True)
     script = (out / "study.sbatch").read_text()
