@@ -323,6 +323,22 @@ CASES = [
     ("tiny-model-text-missing", lambda t: ["tiny-model", str(t / "m"), "--text", str(t / "none.txt")], ["none.txt", "not found"]),
     ("runs-missing", lambda t: ["runs", str(t / "nope")], ["nope", "runs folder not found"]),
     ("validate-missing", lambda t: ["validate", str(t / "v.yaml")], ["v.yaml", "not found"]),
+    ("virtual-tokens-huge", lambda t: ["validate", recipe(t, "method: {finetuning_type: prompt_tuning, "
+                                       "num_virtual_tokens: 1000000}\n")], ["`method.num_virtual_tokens` 1000000"]),
+    ("virtual-tokens-fill-cutoff", lambda t: ["train", recipe(t, "method: {finetuning_type: prompt_tuning, "
+                                              "num_virtual_tokens: 256}\ntrain: {cutoff_len: 256}\n")],
+     ["`method.num_virtual_tokens` 256", "`train.cutoff_len` 256"]),
+    ("class-weights-inf", lambda t: ["validate", recipe(t, "method: {head: sequence_classification, finetuning_type: "
+                                     "lora, class_weights: [.inf, 1.0]}\n")], ["`method.class_weights.0`", "finite"]),
+    ("runs-dir-newline", lambda t: ["validate", recipe(t, 'runs_dir: "runs\\nx"\n')], ["`runs_dir`", "folder path"]),
+    ("checkpoints-superscript", lambda t: (lambda run: ((run / "model" / "checkpoint-2").mkdir(),
+                                                        ["eval", str(run), "--checkpoints", "\u00b2"])[1])(fake_run(t)),
+     ["--checkpoints '\u00b2'", "expected all or steps"]),
+    ("symlink-loop-out", lambda t: ((t / "a").symlink_to(t / "b"), (t / "b").symlink_to(t / "a"),
+                                    prep(t, "agnews", W(GOOD_CSV)(t, "d.csv"))[:-2] + ["--out", str(t / "a")])[2],
+     ["a symlink loop"]),
+    ("out-is-a-file", lambda t: ((t / "f").write_text("x"), ["synth", str(t / "f" / "sub")])[1],
+     ["exists and is not a folder"]),
 ]
 
 

@@ -99,3 +99,14 @@ def test_a_typo_on_the_command_line_is_blamed_there_with_the_nearest_key(tmp_pat
     child.write_text(f"extends: {recipe}\ntrain: {{learnin_rate: 1.0e-3}}\n")
     with pytest.raises(FtkError, match=rf"^{child}: `train.learnin_rate`: unknown key; did you mean `train.learning_rate`\?"):
         load_recipe(child)
+
+
+def test_lora_keys_a_method_never_reads_are_noted():
+    """A twin that extends a LoRA recipe and switches to full fine-tuning or prompt tuning keeps the
+    parent's lora_* keys: validate says they do nothing (a note, not an error: extending is fine)."""
+    from ftk.validate import validate_recipe
+
+    report = validate_recipe(REPO / "configs" / "disaster_llama3_clshead_lora_tiny.yaml", data="skip", llamafactory=False)
+    assert any("`method.lora_alpha" in n and "do nothing with `method.finetuning_type` full" in n for n in report.notes)
+    report = validate_recipe(REPO / "configs" / "disaster_llama3_clshead_lora.yaml", data="skip", llamafactory=False)
+    assert not any("LoRA keys" in n for n in report.notes)

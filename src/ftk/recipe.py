@@ -16,7 +16,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ftk.errors import FtkError, error_locs, format_validation_error, suggest_key
-from ftk.yamlio import read_yaml
+from ftk.yamlio import deep_merge, read_yaml  # noqa: F401 (deep_merge: ftk.recipe's API)
 
 
 class _Strict(BaseModel):
@@ -30,7 +30,8 @@ class DataConfig(_Strict):
     validation: str | None = Field(None, description="validation split source")
     test: str | None = Field(None, description="test split source")
     source_format: str | None = Field(None, description="task source format; default by file suffix")
-    prepared_dir: str = Field(description="output folder of `ftk prepare` (dataset_dir for LLaMA-Factory)")
+    prepared_dir: Annotated[str, AfterValidator(lambda v: _matches(PLAIN_PATH, v, "folder path"))] = Field(
+        description="output folder of `ftk prepare` (dataset_dir for LLaMA-Factory)")
     prompt_version: str | None = Field(None, description="task prompt version; the task's default when absent")
     max_samples: dict[Literal["train", "validation", "test"], int] = Field(
         default_factory=dict,
@@ -99,7 +100,7 @@ class MethodConfig(_Strict):
     lora_dropout: float = Field(0.0, ge=0, lt=1)
     lora_target: str = Field("all", description="comma-separated module names, or all")
     lora_bias: Literal["none", "all", "lora_only"] = Field("none", description="PEFT LoRA bias (ftk's trainer)")
-    class_weights: Literal["none", "balanced"] | list[Annotated[float, Field(gt=0)]] = Field(
+    class_weights: Literal["none", "balanced"] | list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(
         "none", description="sequence_classification loss weights: none, balanced (scikit-learn's "
                             "compute_class_weight on the train split) or one weight per label")
     append_eos: bool = Field(True, description="sequence_classification: end every input with the end-of-"
@@ -149,6 +150,7 @@ SLURM_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9._,-]*")
 SLURM_TIME = re.compile(r"(\d+-)?\d{1,4}(:\d{1,2}){0,2}|UNLIMITED|INFINITE")
 SLURM_OPTION = re.compile(r"--[A-Za-z][A-Za-z0-9-]*(=[A-Za-z0-9._,:=/@%+-]+)?")
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+PLAIN_PATH = re.compile(r"[^\x00-\x1f\x7f]+")  # no newline or other control character
 
 
 def _matches(rx: re.Pattern, value: str, what: str) -> str:
@@ -228,7 +230,7 @@ class Recipe(_Strict):
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
-    runs_dir: str = "runs"
+    runs_dir: Annotated[str, AfterValidator(lambda v: _matches(PLAIN_PATH, v, "folder path"))] = "runs"
     llamafactory_args: dict[str, Any] = Field(
         default_factory=dict, description="extra LLaMA-Factory keys, passed through as they are")
     stages: list[StageConfig] = Field(default_factory=list, description="optional chain, e.g. pt then sft")
@@ -294,6 +296,10 @@ def _method_problems(r: Recipe) -> list[str]:
         out.append("`method.class_weights` needs `method.head` sequence_classification")
     if m.prompt_tuning_init_text and m.prompt_tuning_init != "text":
         out.append("`method.prompt_tuning_init_text` needs `method.prompt_tuning_init` text")
+    if m.finetuning_type == "prompt_tuning" and m.num_virtual_tokens * 2 > t.cutoff_len:
+        out.append(f"`method.num_virtual_tokens` {m.num_virtual_tokens} leaves too little of `train.cutoff_len` "
+                   f"{t.cutoff_len} for the text (at most half of it)")
+
     if m.trainer == "llamafactory":
         if m.lora_bias != "none":
             out.append("`method.lora_bias` needs ftk's trainer (a `method.head`); LLaMA-Factory's LoRA has no bias option")
@@ -304,16 +310,6 @@ def _method_problems(r: Recipe) -> list[str]:
                      (t.stage != "sft", f"`train.stage` {t.stage}"), (t.resize_vocab, "`train.resize_vocab`")):
         if bad:
             out.append(f"{msg} is not available with {what} (ftk's trainer)")
-    return out
-
-
-def deep_merge(base: dict, child: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in child.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = deep_merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
     return out
 
 

@@ -79,7 +79,23 @@ def validate_recipe(path: str | Path, overrides: list[str] | None = None, *,
             pass
     if errors:
         raise FtkError("; ".join(dict.fromkeys(errors)))
+    notes += dead_lora_notes(path, recipe)
     return Report(rp, recipe, list(dict.fromkeys(notes)))
+
+
+def dead_lora_notes(path: str | Path, recipe: Recipe) -> list[str]:
+    """LoRA keys written in the recipe (or a file it extends) that its method never reads."""
+    from ftk.recipe import load_raw
+
+    if recipe.method.finetuning_type == "lora":
+        return []
+    try:
+        written = load_raw(path).get("method") or {}
+    except FtkError:
+        return []
+    dead = sorted(k for k in written if isinstance(k, str) and k.startswith("lora_"))
+    return [f"`method.{', method.'.join(dead)}` do nothing with `method.finetuning_type` "
+            f"{recipe.method.finetuning_type} (LoRA keys need lora)"] if dead else []
 
 
 def _stage_problems(stage: Recipe, task: TaskSpec) -> list[str]:

@@ -8,6 +8,8 @@ bomb) is refused before anything walks it, wherever the alias sits.
 
 from __future__ import annotations
 
+import copy
+
 from pathlib import Path
 from typing import Any
 
@@ -106,3 +108,14 @@ def read_model(path: str | Path, model, what: str):
         return model.model_validate(read_mapping(path, what))
     except ValidationError as exc:
         raise FtkError(format_validation_error(exc), path=path) from None
+
+
+def deep_merge(base: dict, child: dict) -> dict:
+    """`child` over `base`: mappings merge key by key, any other value replaces (both left as they are)."""
+    out = copy.deepcopy(base)
+    for k, v in child.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out

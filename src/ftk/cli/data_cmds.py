@@ -66,7 +66,7 @@ def prepare_cmd(
         samples = {}
         for item in max_samples or []:
             split, sep, n = item.partition("=")
-            if not sep or not n.isdigit() or int(n) < 1 or split not in ("train", "validation", "test"):
+            if not sep or not (n.isascii() and n.isdigit()) or int(n) < 1 or split not in ("train", "validation", "test"):
                 raise FtkError(f"--max-samples {item!r}: expected SPLIT=N with SPLIT train, validation or test "
                                "and N >= 1")
             samples[split] = int(n)

@@ -62,6 +62,21 @@ def symlink_loop(exc: BaseException) -> str | None:
     return None
 
 
+def path_problem(exc: BaseException) -> str | None:
+    """One line for an output path that cannot be a folder (a symlink loop, an existing file where a
+    folder is to be made), else None."""
+    loop = symlink_loop(exc)
+    if loop is not None:
+        return f"{loop}: a symlink loop (the path leads back to itself); give a real folder"
+    if isinstance(exc, (FileExistsError, NotADirectoryError)) and exc.filename:
+        wanted = Path(exc.filename)
+        for path in (wanted, *wanted.parents):  # the file that stands where a folder is needed
+            if path.exists() and not path.is_dir():
+                inside = "" if path == wanted else f" (needed for {wanted})"
+                return f"{path}: exists and is not a folder{inside}; give a folder path"
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI. Misuse (unknown option, bad value) and user errors are one `error:` line on
     stderr with exit code 2; `--help` and the commands' own exit codes pass through."""
@@ -95,10 +110,10 @@ def main(argv: list[str] | None = None) -> None:
         print("error: aborted", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
     except (RuntimeError, OSError) as exc:
-        loop = symlink_loop(exc)
-        if loop is None:
+        problem = path_problem(exc)
+        if problem is None:
             raise
-        print(f"error: {loop}: a symlink loop (the path leads back to itself); give a real folder", file=sys.stderr)
+        print(f"error: {problem}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED

@@ -47,14 +47,14 @@ def check_step(step: str) -> str:
     if step.startswith("regex:"):
         rest = step[len("regex:"):]
         group, sep, pattern = rest.partition(":")
-        pattern = pattern if sep and group.isdigit() else rest
+        pattern = pattern if sep and (group.isascii() and group.isdigit()) else rest
         try:
             rx = re.compile(pattern)
         except re.error as exc:
             raise ValueError(f"extraction step {step!r}: not a valid regular expression ({exc})") from None
-        if sep and group.isdigit() and int(group) > rx.groups:
+        if sep and (group.isascii() and group.isdigit()) and int(group) > rx.groups:
             raise ValueError(f"extraction step {step!r}: the pattern has only {rx.groups} group(s)")
-        if not (sep and group.isdigit()) and rx.groups < 1:
+        if not (sep and (group.isascii() and group.isdigit())) and rx.groups < 1:
             raise ValueError(f"extraction step {step!r}: the pattern needs a (group) to keep")
         return step
     if step.startswith("after:") and step[len("after:"):]:

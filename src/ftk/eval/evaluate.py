@@ -78,7 +78,7 @@ def model_for(manifest: dict, recipe: Recipe, run_dir: Path, checkpoint: str | N
     if checkpoint is not None:
         weights = model_dir / f"checkpoint-{checkpoint}"
         if not weights.is_dir():
-            saved = sorted(int(c.name.split("-")[1]) for c in model_dir.glob("checkpoint-*") if c.name[11:].isdigit())
+            saved = sorted(int(c.name.split("-")[1]) for c in model_dir.glob("checkpoint-*") if c.name[11:].isascii() and c.name[11:].isdigit())
             raise FtkError(f"no checkpoint {checkpoint} (saved: {saved or 'none'})", path=model_dir)
     if not (weights / "config.json").exists() and not (weights / "adapter_config.json").exists():
         raise FtkError(f"run has no trained model (status {status_of(manifest)}; did training finish?)", path=weights)

@@ -155,7 +155,7 @@ def _resolve(step: str) -> Step:
     if step.startswith("regex:"):
         rest = step[len("regex:"):]
         group, sep, pattern = rest.partition(":")
-        if sep and group.isdigit():
+        if sep and (group.isascii() and group.isdigit()):
             return step_regex(pattern, int(group))
         return step_regex(rest)
     if step not in STEPS:

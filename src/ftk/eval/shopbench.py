@@ -18,7 +18,7 @@ def _ints(text: str) -> list[int]:
     out = []
     for item in cleaned.split(","):
         item = item.strip()
-        if item.isdigit():
+        if (item.isascii() and item.isdigit()):
             out.append(int(item))
     return out
 

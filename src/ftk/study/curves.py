@@ -34,7 +34,7 @@ def parse_steps(spec: str, saved: list[int], where: Path) -> list[int]:
         return saved
     steps = []
     for part in spec.split(","):
-        if not part.strip().isdigit():
+        if not (part.strip().isascii() and part.strip().isdigit()):
             raise FtkError(f"--checkpoints {spec!r}: expected all or steps like 200,400 (saved: {saved})")
         if int(part) not in saved:
             raise FtkError(f"--checkpoints: no checkpoint at step {int(part)} (saved: {saved})", path=where)

@@ -58,7 +58,7 @@ def pick_checkpoint(model_dir: Path, which: str) -> tuple[Path, str]:
                            f"{sorted(ckpts)}); make save_steps a multiple of eval_steps", path=model_dir)
         step = min(saved, key=lambda s: (saved[s], s))
         return ckpts[step], f"checkpoint {step} (eval_loss {saved[step]:.4f}, lowest of {len(saved)} saved)"
-    if not which.isdigit() or int(which) not in ckpts:
+    if not (which.isascii() and which.isdigit()) or int(which) not in ckpts:
         raise FtkError(f"no checkpoint {which!r}; saved: {sorted(ckpts)} (or last, best)", path=model_dir)
     return ckpts[int(which)], f"checkpoint {which}"
 
