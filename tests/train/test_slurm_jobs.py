@@ -131,3 +131,24 @@ def test_study_array_runs_the_study_folders_copy_from_anywhere(tmp_path, monkeyp
     before = copy.read_bytes()
     run_study(copy, out=sdir, slurm=True)  # an array task, or a rerun, from the copy: the copy is unchanged
     assert copy.read_bytes() == before
+
+
+def test_a_dollar_in_a_recipe_path_stays_literal_in_the_batch_script(tmp_path):
+    """ftk's own job variables ($MASTER_ADDR, $SLURM_JOB_ID, $SLURM_ARRAY_TASK_ID) expand when the job
+    runs; a `$` in a path from a recipe does not (it used to be double-quoted, hence expanded)."""
+    import shlex
+
+    r = load_recipe(S0)
+    run = Path("/scratch/$USER/runs/x")
+    from ftk.train.plan import Topology, plan
+
+    text = render_sbatch(r, plan(r, run, Topology()), run)
+    srun = next(line for line in text.splitlines() if line.startswith("srun "))
+    assert '"$MASTER_ADDR:29500"' in srun and '"$SLURM_JOB_ID"' in srun
+    result = subprocess.run(["bash", "-c", f"USER=someone; printf '%s\\n' {srun.removeprefix('srun ')}"],
+                            capture_output=True, text=True, env={"MASTER_ADDR": "node1", "SLURM_JOB_ID": "7"})
+    words = result.stdout.splitlines()
+    assert "node1:29500" in words and "7" in words
+    assert all("someone" not in w for w in words)  # $USER was not expanded
+    assert "ftk_job_ended() { python -m ftk.train.jobstate ended '/scratch/$USER/runs/x'" in text
+    assert shlex.split(text.split("jobstate started ", 1)[1].splitlines()[0])[0] == "/scratch/$USER/runs/x"

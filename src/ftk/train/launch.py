@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -61,11 +62,18 @@ def shell_quote(argv: Sequence[str]) -> str:
     return " ".join(shlex.quote(a) for a in argv)
 
 
+# the variables ftk itself writes into a batch script's command lines, to be expanded by the job
+JOB_VARIABLES = {"MASTER_ADDR", "SLURM_JOB_ID", "SLURM_ARRAY_TASK_ID"}
+
+
 def shell_quote_expanding(argv: Sequence[str]) -> str:
-    """Like shell_quote, but arguments holding `$VAR` are double-quoted so the shell expands them."""
+    """Like shell_quote, but an argument whose every `$VAR` is one of ftk's own job variables
+    (JOB_VARIABLES) is double-quoted so the job's shell expands it; any other `$` (a path such as
+    /scratch/$USER from a recipe) stays literal."""
     out = []
     for a in argv:
-        if "$" in a and all(c.isalnum() or c in "$_:./-" for c in a):
+        names = re.findall(r"\$([A-Za-z_][A-Za-z0-9_]*)", a)
+        if names and set(names) <= JOB_VARIABLES and all(c.isalnum() or c in "$_:./-" for c in a):
             out.append(f'"{a}"')
         else:
             out.append(shlex.quote(a))
