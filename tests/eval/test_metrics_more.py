@@ -149,3 +149,31 @@ def test_bootstrap_ci_brackets_the_estimate_and_is_seeded():
     lo_f, hi_f = M.classification_ci(gold, pred, labels, "macro_f1")
     f1 = M.classification_metrics(gold, pred, labels)["macro_f1"]
     assert lo_f < f1 < hi_f
+
+
+def test_ten_thousand_labels_stay_small_and_fast(tmp_path):
+    """A task with 10,000 labels and 24 predictions: counted per class (no 10,000 x 10,001 matrix; it
+    made a 1.1 GB metrics.json in 400 s), report.md shows the 100 best-supported classes, and the
+    metrics still equal scikit-learn's."""
+    import time
+
+    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+    from ftk.eval.report import write_outputs
+
+    labels = [f"label{i:05d}" for i in range(10_000)]
+    rng = np.random.default_rng(0)
+    gold = [labels[i] for i in rng.integers(0, 50, 24)]
+    pred = [g if rng.random() < 0.5 else ("[invalid]" if rng.random() < 0.5 else labels[7]) for g in gold]
+    t0 = time.perf_counter()
+    m = M.classification_metrics(gold, pred, labels)
+    rows = [{"id": str(i), "correct": g == p, "invalid": p == "[invalid]"} for i, (g, p) in enumerate(zip(gold, pred))]
+    write_outputs(tmp_path, dict(m, task="big"), rows)
+    assert time.perf_counter() - t0 < 20
+    assert "confusion" not in m and "10000 labels" in m["confusion_omitted"]
+    assert (tmp_path / "metrics.json").stat().st_size < 5_000_000 and not (tmp_path / "confusion.png").exists()
+    report = (tmp_path / "report.md").read_text()
+    assert "(9900 more labels, by support: metrics.json)" in report and len(report) < 50_000
+    assert m["accuracy"] == pytest.approx(accuracy_score(gold, pred))
+    assert m["mcc"] == pytest.approx(matthews_corrcoef(gold, pred), abs=1e-9)
+    assert m["macro_f1"] == pytest.approx(f1_score(gold, pred, labels=labels, average="macro", zero_division=0))

@@ -16,17 +16,6 @@ import numpy as np
 from ftk.eval.extract import INVALID
 
 
-def confusion(gold: Sequence[str], pred: Sequence[str], labels: Sequence[str]) -> np.ndarray:
-    """Counts[i, j] = rows with gold labels[i] predicted labels[j]; last column = anything else."""
-    if len(gold) != len(pred):
-        raise ValueError(f"{len(gold)} gold labels but {len(pred)} predictions")
-    index = {lab: i for i, lab in enumerate(labels)}
-    k = len(labels)
-    g = np.fromiter((index[x] for x in gold), dtype=np.int64, count=len(gold))
-    p = np.fromiter((index.get(x, k) for x in pred), dtype=np.int64, count=len(pred))
-    return np.bincount(g * (k + 1) + p, minlength=k * (k + 1)).reshape(k, k + 1)
-
-
 def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(a, b, out=np.zeros_like(a, dtype=float), where=b != 0)
 
@@ -35,31 +24,41 @@ def _f1(p, r):
     return _div(2 * p * r, p + r)
 
 
+MAX_CONFUSION_LABELS = 100  # more labels: no k x (k+1) matrix (10,000 labels made a 1.1 GB metrics.json)
+
+
 def classification_metrics(gold: Sequence[str], pred: Sequence[str], labels: Sequence[str]) -> dict:
-    """Accuracy, per-class P/R/F1/support, micro/macro/weighted F1, MCC, invalid rate, confusion."""
+    """Accuracy, per-class P/R/F1/support, micro/macro/weighted F1, MCC, invalid rate, and the
+    confusion matrix when there are at most MAX_CONFUSION_LABELS labels. Counted per class from the
+    items (memory and time linear in items + labels, never labels squared)."""
     labels = list(labels)
-    cm = confusion(gold, pred, labels)
+    if len(gold) != len(pred):
+        raise ValueError(f"{len(gold)} gold labels but {len(pred)} predictions")
     k = len(labels)
-    n = int(cm.sum())
-    tp = np.diag(cm[:, :k]).astype(float)
-    support = cm.sum(axis=1).astype(float)
-    predicted = cm[:, :k].sum(axis=0).astype(float)
+    index = {lab: i for i, lab in enumerate(labels)}
+    g = np.fromiter((index[x] for x in gold), dtype=np.int64, count=len(gold))
+    pr = np.fromiter((index.get(x, k) for x in pred), dtype=np.int64, count=len(pred))
+    n = len(g)
+    hit = g == pr
+    tp = np.bincount(g[hit], minlength=k).astype(float)
+    support = np.bincount(g, minlength=k).astype(float)
+    predicted = np.bincount(pr[pr < k], minlength=k).astype(float)
+    invalid = np.bincount(g[pr == k], minlength=k)
     precision = _div(tp, predicted)
     recall = _div(tp, support)
     f1 = _f1(precision, recall)
     micro_p = tp.sum() / predicted.sum() if predicted.sum() else 0.0
     micro_r = tp.sum() / support.sum() if support.sum() else 0.0
     micro_f1 = float(_f1(np.array(micro_p), np.array(micro_r)))
-    invalid = cm[:, k]
-    return {
+    out = {
         "n": n,
         "accuracy": float(tp.sum() / n) if n else 0.0,
-        "macro_precision": float(precision.mean()),
-        "macro_recall": float(recall.mean()),
-        "macro_f1": float(f1.mean()),
+        "macro_precision": float(precision.mean()) if k else 0.0,
+        "macro_recall": float(recall.mean()) if k else 0.0,
+        "macro_f1": float(f1.mean()) if k else 0.0,
         "micro_f1": micro_f1,
         "weighted_f1": float((f1 * support).sum() / support.sum()) if support.sum() else 0.0,
-        "mcc": mcc_from_confusion(cm),
+        "mcc": _mcc(tp.sum(), n, support, np.append(predicted, invalid.sum())),
         "invalid": int(invalid.sum()),
         "invalid_rate": float(invalid.sum() / n) if n else 0.0,
         "per_class": {
@@ -68,23 +67,21 @@ def classification_metrics(gold: Sequence[str], pred: Sequence[str], labels: Seq
                   "invalid_rate": float(invalid[i] / support[i]) if support[i] else 0.0}
             for i, lab in enumerate(labels)
         },
-        "confusion": {"labels": labels, "columns": labels + [INVALID], "matrix": cm.tolist()},
     }
+    if k <= MAX_CONFUSION_LABELS:
+        cm = np.bincount(g * (k + 1) + pr, minlength=k * (k + 1)).reshape(k, k + 1)
+        out["confusion"] = {"labels": labels, "columns": labels + [INVALID], "matrix": cm.tolist()}
+    else:
+        out["confusion_omitted"] = f"{k} labels (more than {MAX_CONFUSION_LABELS}): no confusion matrix"
+    return out
 
 
-def mcc_from_confusion(cm: np.ndarray) -> float:
-    """Matthews correlation (multiclass, as sklearn.metrics.matthews_corrcoef) over labels+invalid."""
-    k = cm.shape[0]
-    # Square matrix: invalid becomes an extra predicted class that is never gold.
-    c = np.zeros((k + 1, k + 1), dtype=float)
-    c[:k, :] = cm
-    t_sum = c.sum(axis=1)
-    p_sum = c.sum(axis=0)
-    n_correct = np.trace(c)
-    n = c.sum()
-    cov_ytyp = n_correct * n - t_sum @ p_sum
-    cov_ypyp = n * n - p_sum @ p_sum
-    cov_ytyt = n * n - t_sum @ t_sum
+def _mcc(n_correct: float, n: int, t_sum: np.ndarray, p_sum: np.ndarray) -> float:
+    """Multiclass Matthews correlation from the totals (as sklearn.metrics.matthews_corrcoef), invalid
+    an extra predicted class that is never gold."""
+    cov_ytyp = n_correct * n - float(t_sum @ p_sum[:len(t_sum)])
+    cov_ypyp = n * n - float(p_sum @ p_sum)
+    cov_ytyt = n * n - float(t_sum @ t_sum)
     if cov_ypyp * cov_ytyt == 0:
         return 0.0
     return float(cov_ytyp / np.sqrt(cov_ytyt * cov_ypyp))

@@ -79,18 +79,35 @@ def markdown_report(m: dict) -> str:
         "| label | precision | recall | F1 | support | invalid |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for lab, c in m["per_class"].items():
+    shown, more = top_classes(m, MD_CLASSES)
+    for lab, c in shown:
         lines.append(f"| {lab} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | "
                      f"{c['support']} | {c['invalid']} |")
+    if more:
+        lines.append(f"| ({more} more labels, by support: metrics.json) | | | | | |")
     lines.append(f"| **macro** | {m['macro_precision']:.4f} | {m['macro_recall']:.4f} | "
                  f"{m['macro_f1']:.4f} | {m['n']} | {m['invalid']} |")
-    conf = m["confusion"]
+    conf = m.get("confusion")
+    if conf is None:
+        return "\n".join(lines + ["", m.get("confusion_omitted", "no confusion matrix")]) + "\n"
     lines += ["", "Confusion (rows = gold, columns = predicted):", "",
               "| gold \\ pred | " + " | ".join(conf["columns"]) + " |",
               "|---|" + "---:|" * len(conf["columns"])]
     for lab, row in zip(conf["labels"], conf["matrix"]):
         lines.append(f"| {lab} | " + " | ".join(str(x) for x in row) + " |")
     return "\n".join(lines) + "\n"
+
+
+MD_CLASSES, TERMINAL_CLASSES = 100, 30  # per-class rows shown; all of them are in metrics.json
+
+
+def top_classes(m: dict, limit: int) -> tuple[list[tuple[str, dict]], int]:
+    """The per-class rows to show: all of them, or the `limit` with the most support (and how many
+    more there are)."""
+    items = list(m["per_class"].items())
+    if len(items) <= limit:
+        return items, 0
+    return sorted(items, key=lambda kv: -kv[1]["support"])[:limit], len(items) - limit
 
 
 def _markdown_ner(m: dict) -> str:
@@ -132,9 +149,12 @@ def print_table(m: dict) -> None:
                         f"invalid {m['invalid_rate']:.2%} (n={m['n']}{ci})")
     for col in ("label", "precision", "recall", "F1", "support", "invalid"):
         table.add_column(col, justify="left" if col == "label" else "right")
-    for lab, c in m["per_class"].items():
+    shown, more = top_classes(m, TERMINAL_CLASSES)
+    for lab, c in shown:
         table.add_row(lab, f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{c['f1']:.4f}",
                       str(c["support"]), str(c["invalid"]))
+    if more:
+        table.add_row(f"({more} more: metrics.json)", "", "", "", "", "")
     table.add_row("macro", f"{m['macro_precision']:.4f}", f"{m['macro_recall']:.4f}", f"{m['macro_f1']:.4f}",
                   str(m["n"]), str(m["invalid"]), style="bold")
     Console().print(table)

@@ -115,16 +115,17 @@ def study_report(sdir: str | Path) -> dict:
 
 def majority_baseline(m: dict, metric: str) -> dict | None:
     """The metric of answering the test set's most frequent gold label for every item (from the
-    evaluation's confusion matrix), for classification metrics; None otherwise."""
-    conf = m.get("confusion")
-    if not conf:
+    evaluation's per-class support), for classification metrics; None otherwise."""
+    per_class = m.get("per_class")
+    if not per_class or "support" not in next(iter(per_class.values())):
         return None
-    support = [sum(row) for row in conf["matrix"]]
+    labels = list(per_class)
+    support = [per_class[lab]["support"] for lab in labels]
     if not sum(support):
         return None
-    label = conf["labels"][max(range(len(support)), key=support.__getitem__)]
-    gold = [lab for lab, k in zip(conf["labels"], support) for _ in range(k)]
-    value = classification_metrics(gold, [label] * len(gold), conf["labels"]).get(metric)
+    label = labels[max(range(len(support)), key=support.__getitem__)]
+    gold = [lab for lab, k in zip(labels, support) for _ in range(k)]
+    value = classification_metrics(gold, [label] * len(gold), labels).get(metric)
     return None if value is None else {"value": float(value), "what": f"majority class ({label}) for every item"}
 
 
