@@ -337,6 +337,9 @@ CASES = [
     ("symlink-loop-out", lambda t: ((t / "a").symlink_to(t / "b"), (t / "b").symlink_to(t / "a"),
                                     prep(t, "agnews", W(GOOD_CSV)(t, "d.csv"))[:-2] + ["--out", str(t / "a")])[2],
      ["a symlink loop"]),
+    ("eval-base-model-missing", lambda t: ["eval", recipe(t, "model: {name_or_path: someone/not-cached-model, "
+                                                            "tiny: null}\n"), "--base"],
+     ["`model.name_or_path` 'someone/not-cached-model' is not a local folder"]),
     ("out-is-a-file", lambda t: ((t / "f").write_text("x"), ["synth", str(t / "f" / "sub")])[1],
      ["exists and is not a folder"]),
 ]

@@ -287,3 +287,11 @@ def test_a_key_in_the_url_is_refused(tmp_path, synth_dir, monkeypatch, url):
     line = one_line_error(synth(spec_file(tmp_path, synth_dir, url), out, monkeypatch))
     assert "endpoints.0.base_url" in line and "api_key_env" in line
     assert not out.exists()
+
+
+def test_an_absurd_request_count_is_refused_up_front(tmp_path, synth_dir, monkeypatch):
+    out = tmp_path / "out"
+    line = one_line_error(synth(spec_file(tmp_path, synth_dir, "http://127.0.0.1:9/v1", requests=100_000_000),
+                                out, monkeypatch))
+    assert "`requests`" in line and "100000" in line.replace(",", "")
+    assert not out.exists()

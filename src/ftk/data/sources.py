@@ -163,7 +163,7 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 
 @contextlib.contextmanager
-def _hub_offline():
+def hub_offline():
     """The Hub libraries in offline mode for the block (their import-time flags, then back)."""
     import datasets.config
     import huggingface_hub.constants
@@ -181,7 +181,7 @@ def _read_hub(c: Collector, hub_id: str, split: str) -> None:
 
     offline = datasets.config.HF_HUB_OFFLINE or not hub_reachable()  # no Hub: the local cache only
     try:
-        with _hub_offline() if offline else contextlib.nullcontext():
+        with hub_offline() if offline else contextlib.nullcontext():
             ds = datasets.load_dataset(hub_id, c.spec.config, split=split)
     except Exception as exc:  # network, missing split, auth: all user-facing
         if offline:

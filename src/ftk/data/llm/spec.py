@@ -96,7 +96,7 @@ class SynthSpec(_Strict):
     item: str = Field(description="regular expression with named groups = the raw columns of an item")
     fields: dict[str, str] = Field(default_factory=dict, description="columns not in the item: "
                                    "{label} / {label_raw} (the request's label) or a literal")
-    requests: int = Field(ge=1)
+    requests: int = Field(ge=1, le=100_000, description="at most 100,000 per spec (split a larger run)")
     items_per_request: int = Field(5, ge=1, description="{n} in the template")
     concurrency: int = Field(4, ge=1)
     temperature: float = Field(0.7, ge=0)
