@@ -44,9 +44,9 @@ def read_text(path: str | Path, what: str = "file") -> str:
                        path=path, where=str(line)) from None
 
 
-def expanded_size(node: Any) -> int:
+def expanded_size(node: Any, memo: dict[int, int] | None = None) -> int:
     """Nodes the document has once every alias is expanded (shared objects counted per use)."""
-    memo: dict[int, int] = {}
+    memo = {} if memo is None else memo
     active: set[int] = set()
 
     def size(x: Any) -> int:
@@ -84,10 +84,29 @@ def read_yaml(path: str | Path, what: str = "YAML file") -> Any:
                        where=str(mark.line + 1) if mark else None) from None
     except RecursionError:
         raise FtkError("YAML nested too deeply", path=path) from None
-    if expanded_size(data) > MAX_NODES:
+    memo: dict[int, int] = {}
+    if expanded_size(data, memo) > MAX_NODES:
+        where = ".".join(heaviest_path(data, memo)) or None
         raise FtkError(f"YAML aliases expand to more than {MAX_NODES:,} nodes (expected a plain config; "
-                       "is this a billion-laughs document?)", path=path)
+                       "is this a billion-laughs document?)", path=path, where=where)
     return data
+
+
+def heaviest_path(node: Any, memo: dict[int, int]) -> list[str]:
+    """The key path down to where the expansion happens: through mappings (and lists of mappings, as
+    stages are) into the heaviest child, stopping at the first key whose value is not a mapping."""
+    path: list[str] = []
+    while isinstance(node, (dict, list)):
+        items = list(node.items()) if isinstance(node, dict) else list(enumerate(node))
+        if not items:
+            break
+        key, child = max(items, key=lambda kv: expanded_size(kv[1], memo))
+        path.append(str(key))
+        if isinstance(node, dict) and not isinstance(child, dict) and not (
+                isinstance(child, list) and child and all(isinstance(c, dict) for c in child)):
+            break
+        node = child
+    return path
 
 
 def read_mapping(path: str | Path, what: str) -> dict:
