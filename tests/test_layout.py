@@ -4,7 +4,7 @@ cycle; only the cli package imports Typer; no module grows past 400 lines.
 The layers, lowest first (a module may import its own layer and the layers below it):
 
     base      ftk, ftk.errors, ftk.fileio, ftk.yamlio,    shared helpers, import nothing of ftk's
-              ftk.plots                                    (plots: what every figure shares)
+              ftk.plots, ftk.progress                      (what every figure / progress line shares)
     recipe    ftk.recipe                                   the schema every stage reads
     data      ftk.data.*                                   stage 1
     train     ftk.train.*                                  stage 2 (may read data)
@@ -27,7 +27,7 @@ from conftest import REPO
 
 PKG = REPO / "src" / "ftk"
 LAYERS = [
-    ("base", ("ftk", "ftk.errors", "ftk.fileio", "ftk.yamlio", "ftk.plots")),
+    ("base", ("ftk", "ftk.errors", "ftk.fileio", "ftk.yamlio", "ftk.plots", "ftk.progress")),
     ("models", ("ftk.models",)),  # base models brought in (GGUF import, fetch): what a recipe names
     ("recipe", ("ftk.recipe",)),
     ("data", ("ftk.data",)),

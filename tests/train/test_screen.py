@@ -137,7 +137,7 @@ def test_eval_count_line_is_the_same_kind_of_line_as_training():
     one line redrawn in place; resumed items count as done but not in the rate."""
     import io
 
-    from ftk.train.screen import CountScreen, count_line
+    from ftk.progress import CountScreen, count_line
 
     assert count_line("eval generate", 50, 200, 40, 10.0) == \
         "eval generate: 50/200 ex  4.0 ex/s  elapsed 0:00:10  ETA 0:00:37"

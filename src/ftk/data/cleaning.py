@@ -66,10 +66,11 @@ def _near_any(toks: list[str], bag: Counter, pool: list[tuple[list[str], Counter
     return False
 
 
-def drop_near_duplicates(examples: list[Example], threshold: float) -> tuple[list[Example], int]:
+def drop_near_duplicates(examples: list[Example], threshold: float, progress=None) -> tuple[list[Example], int]:
     """Drop rows whose ROUGE-L F (token LCS, as rouge-score tokenizes) with a kept row is >= threshold.
 
     Quadratic in the worst case (see `_near_any`). Meant for generated data (thousands of rows).
+    `progress(n)` is told of each row done.
     """
     kept: list[Example] = []
     pool: list[tuple[list[str], Counter]] = []
@@ -78,11 +79,19 @@ def drop_near_duplicates(examples: list[Example], threshold: float) -> tuple[lis
         if not _near_any(toks, bag, pool, threshold):
             kept.append(ex)
             pool.append((toks, bag))
+        if progress:
+            progress(1)
     return kept, len(examples) - len(kept)
 
 
-def drop_near_against(examples: list[Example], reference: list[Example], threshold: float) -> tuple[list[Example], int]:
+def drop_near_against(examples: list[Example], reference: list[Example], threshold: float,
+                      progress=None) -> tuple[list[Example], int]:
     """Examples whose ROUGE-L F with any reference row is >= threshold (leakage), dropped."""
     pool = [_tokens(ex) for ex in reference]
-    kept = [ex for ex in examples if not _near_any(*_tokens(ex), pool, threshold)]
+    kept = []
+    for ex in examples:
+        if not _near_any(*_tokens(ex), pool, threshold):
+            kept.append(ex)
+        if progress:
+            progress(1)
     return kept, len(examples) - len(kept)

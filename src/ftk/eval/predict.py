@@ -13,7 +13,7 @@ from ftk.errors import FtkError
 from ftk.eval import generate
 from ftk.eval.predictions import PREDICTIONS, PredictionsFile, base_row, read_done, write_rows
 from ftk.train.prompts import Prompter, load_template
-from ftk.train.screen import CountScreen
+from ftk.progress import CountScreen
 
 
 def max_new_tokens_for(task: TaskSpec, tokenizer, records: list[dict], margin: int = 4, cap: int = 512) -> int:

@@ -83,9 +83,13 @@ def clean(ld, items: list[tuple[Example, dict]]) -> tuple[list[tuple[Example, di
     counts["exact_overlap_with_seeds_or_leakage"] = before - len(examples)
     thr = ld.spec.near_duplicate_rouge_l
     if thr is not None:
-        examples, near = drop_near_duplicates(examples, thr)
+        from ftk.progress import CountScreen  # the same progress line as eval's and training's
+
+        with CountScreen("cleaning: near duplicates", len(examples), unit="items") as bar:
+            examples, near = drop_near_duplicates(examples, thr, progress=bar.update)
         counts["near_duplicates"] = near
-        examples, leak = drop_near_against(examples, list(ld.seeds) + list(ld.leakage), thr)
+        with CountScreen("cleaning: overlap with seeds and leakage", len(examples), unit="items") as bar:
+            examples, leak = drop_near_against(examples, list(ld.seeds) + list(ld.leakage), thr, progress=bar.update)
         counts["near_overlap_with_seeds_or_leakage"] = leak
     return [(ex, by_id[id(ex)]) for ex in examples], counts
 

@@ -88,8 +88,6 @@ def finish(ld, requests: list, out_dir: Path, failures: dict[int, tuple[str, str
                 rejects.append({"request": row["index"], "text": str(raw)[:2000], "reason": "unwritable",
                                 "detail": why})
     parsed = len(kept)
-    if parsed > 2000 and ld.spec.near_duplicate_rouge_l is not None:
-        print(f"[ftk] cleaning {parsed:,} items (exact and ROUGE-L near duplicates) ...", flush=True)
     kept, cleaning = clean(ld, kept)
     reasons = Counter(r["reason"] for r in rejects)
     data_path = out_dir / output_name(ld)
