@@ -120,3 +120,15 @@ def twin_overrides(recipe: Path, tmp: Path, models: Path, *extra: str) -> list[s
     name = Path(load_recipe(recipe, []).stage_recipes()[0][1].model.name_or_path).name
     return [f"runs_dir={tmp / 'runs'}", f"model.name_or_path={models / name}",
             f"data.prepared_dir={tmp / 'prepared'}", *extra]
+
+
+def tiny_recipe(tmp: Path, synth_dir: Path, tiny_model: Path, extra: str = "", *, name: str = "tiny",
+                data_extra: str = "") -> Path:
+    """tmp/<name>.yaml: the demo recipe over the session's synthetic data and tiny model, its prepared
+    data and runs in tmp; `extra` YAML lines (other top-level keys), `data_extra` more `data:` keys."""
+    recipe = tmp / f"{name}.yaml"
+    recipe.write_text(f"extends: {REPO / 'configs' / 'agnews_tiny_cpu.yaml'}\nname: {name}\n"
+                      f"data: {{train: {synth_dir / 'train.csv'}, test: {synth_dir / 'test.csv'}, "
+                      f"prepared_dir: {tmp / 'prepared'}{', ' + data_extra if data_extra else ''}}}\n"
+                      f"model: {{name_or_path: {tiny_model}}}\nruns_dir: {tmp / 'runs'}\n" + extra)
+    return recipe

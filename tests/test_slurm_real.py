@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, run_ftk
+from conftest import REPO, run_ftk, tiny_recipe
 
 pytestmark = pytest.mark.slow
 
@@ -45,14 +45,9 @@ def _wait(check, what: str, timeout: float = 600):
 
 
 def _recipe(tmp: Path, synth_dir: Path, tiny_model: Path) -> Path:
-    recipe = tmp / "recipe.yaml"
-    recipe.write_text(f"extends: {REPO / 'configs' / 'agnews_tiny_cpu.yaml'}\nname: slurm_tiny\n"
-                      f"data: {{train: {synth_dir / 'train.csv'}, test: {synth_dir / 'test.csv'}, "
-                      f"prepared_dir: {tmp / 'prepared'}, max_samples: {{train: 160, test: 16}}}}\n"
-                      f"model: {{name_or_path: {tiny_model}}}\n"
-                      "train: {max_steps: 6, logging_steps: 2}\n"
-                      "distributed: {slurm: {gpus_per_node: 0}}\n")
-    return recipe
+    return tiny_recipe(tmp, synth_dir, tiny_model, "train: {max_steps: 6, logging_steps: 2}\n"
+                       "distributed: {slurm: {gpus_per_node: 0}}\n", name="slurm_tiny",
+                       data_extra="max_samples: {train: 160, test: 16}")
 
 
 def _finished(run_dir: Path):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, ftk_here
+from conftest import REPO, ftk_here, tiny_recipe
 from ftk.errors import FtkError
 from ftk.recipe import load_recipe
 from ftk.train.plan import dry_run
@@ -50,13 +50,7 @@ def test_extra_sbatch_cannot_set_the_jobs_environment(tmp_path, option):
 
 @pytest.fixture
 def slurm_recipe(tmp_path, synth_dir, tiny_model):
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text(f"extends: {REPO / 'configs' / 'agnews_tiny_cpu.yaml'}\nname: sl\n"
-                      f"data: {{train: {synth_dir / 'train.csv'}, test: {synth_dir / 'test.csv'}, "
-                      f"prepared_dir: {tmp_path / 'p'}}}\n"
-                      f"model: {{name_or_path: {tiny_model}}}\nruns_dir: {tmp_path / 'runs'}\n"
-                      "distributed: {slurm: {gpus_per_node: 0}}\n")
-    return recipe
+    return tiny_recipe(tmp_path, synth_dir, tiny_model, "distributed: {slurm: {gpus_per_node: 0}}\n", name="sl")
 
 
 def test_submitted_job_records_its_id_and_its_own_state(tmp_path, slurm_recipe, monkeypatch):
