@@ -339,7 +339,7 @@ CASES = [
      ["a symlink loop"]),
     ("eval-base-model-missing", lambda t: ["eval", recipe(t, "model: {name_or_path: someone/not-cached-model, "
                                                             "tiny: null}\n"), "--base"],
-     ["`model.name_or_path` 'someone/not-cached-model' is not a local folder"]),
+     ["`model.name_or_path` 'someone/not-cached-model': not a local folder"]),
     ("out-is-a-file", lambda t: ((t / "f").write_text("x"), ["synth", str(t / "f" / "sub")])[1],
      ["exists and is not a folder"]),
 ]

@@ -39,8 +39,9 @@ def model_loadable(recipe: Recipe, recipe_path: str | Path) -> None:
             AutoConfig.from_pretrained(name, trust_remote_code=recipe.model.trust_remote_code)
     except Exception as exc:
         where = "the Hub" if online else "the local Hugging Face cache (the Hub is unreachable)"
-        raise FtkError(f"`model.name_or_path` {name!r} is not a local folder and not in {where} "
-                       f"({type(exc).__name__})", path=recipe_path) from None
+        why = (str(exc).strip().splitlines() or [""])[0][:160]
+        raise FtkError(f"`model.name_or_path` {name!r}: not a local folder, and loading it from {where} failed "
+                       f"({type(exc).__name__}: {why})", path=recipe_path) from None
 
 
 def make_base_run(recipe: Recipe, recipe_path: str | Path, overrides: list[str] | None = None, *,
