@@ -26,9 +26,13 @@ def cluster(tmp_path_factory):
     why = slurm_local.why_not()
     if why:
         pytest.skip(f"no local SLURM: {why}")
+    try:
+        slurm_local.install()
+    except Exception as exc:  # no package registry reachable: SLURM cannot be had here
+        pytest.skip(f"no local SLURM: {exc}")
     c = slurm_local.LocalSlurm(tmp_path_factory.mktemp("slurm"))
     try:
-        c.start()  # where it can be had, a failure to start is a failure, not a skip
+        c.start()  # installed, a failure to start is a failure, not a skip
         yield c
     finally:
         c.stop()
