@@ -34,9 +34,9 @@ def install() -> None:
         return
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES]
-    if subprocess.run(cmd, env=env, capture_output=True, timeout=900).returncode != 0:
-        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    if subprocess.run(cmd, env=env, capture_output=True, timeout=300).returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=300)
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
         if proc.returncode != 0:
             raise RuntimeError(f"apt-get install {' '.join(PACKAGES)} failed: {proc.stderr[-500:]}")
 
