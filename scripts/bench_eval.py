@@ -59,6 +59,8 @@ def main() -> None:
     ap.add_argument("--build-model", action="store_true", help="random-init model of the given size (no run)")
     ap.add_argument("--hidden-size", type=int, default=2048)
     ap.add_argument("--layers", type=int, default=16)
+    ap.add_argument("--test-csv", help="AG News-format test CSV (default: the real one in ../shared/realdata)")
+    ap.add_argument("--json", help="also write the figures (rows/s, ratios, agreement) to this JSON file")
     args = ap.parse_args()
 
     import torch
@@ -73,7 +75,7 @@ def main() -> None:
 
     task = load_task("agnews")
     tmp = Path(tempfile.mkdtemp(prefix="ftk-bench-eval-"))
-    test_csv = REPO.parent / "shared" / "realdata" / "ag_news" / "test.csv"
+    test_csv = Path(args.test_csv) if args.test_csv else REPO.parent / "shared" / "realdata" / "ag_news" / "test.csv"
     prepare(task, {"test": str(test_csv)}, tmp / "data", prefix="bench", max_samples={"test": args.n})
     records = read_records(tmp / "data" / "bench_test.jsonl")
     if args.build_model:
@@ -183,6 +185,7 @@ def main() -> None:
         print(f"ftk generate / {lf_best_name:18}{results['ftk generate'] / results[lf_best_name]:6.2f}   (target >= 2)")
     if "LLaMA-Factory predict bs 1" in results:
         print(f"ftk generate / LLaMA-Factory bs 1 {results['ftk generate'] / results['LLaMA-Factory predict bs 1']:6.2f}")
+    agreement = {}
     print("\nagreement (same extracted label / same text):")
     for name, preds in outputs.items():
         if name in ("ftk generate", "ftk choice"):
@@ -192,11 +195,22 @@ def main() -> None:
         same_label = sum(extract(a) == extract(b) for a, b in zip(base, preds))
         same_text = sum(a.strip() == b.strip() for a, b in zip(base, preds))
         print(f"  {ref} vs {name:30} labels {same_label}/{n} ({same_label / n:.4%})  text {same_text}/{n}")
+        agreement[f"{ref} vs {name}"] = {"same_label": same_label, "same_text": same_text, "n": n}
     gen, cho = outputs["ftk generate"], outputs["ftk choice"]
     same = sum(extract(a) == extract(b) for a, b in zip(gen, cho))
     print(f"  ftk generate vs ftk choice (different methods)  labels {same}/{n} ({same / n:.4%})")
     acc = {k: sum(extract(p) == extract(r["output"]) for p, r in zip(v, records)) / n for k, v in outputs.items()}
     print("accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in acc.items()))
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "model": model, "params": n_params, "device": device, "n": n, "batch_size": args.batch_size,
+            "rows_per_s": results, "agreement": agreement, "accuracy": acc,
+            "ratios": {"ftk generate / transformers generate": results["ftk generate"] / results["transformers generate"],
+                       "ftk generate / floor": results["ftk generate"] / floor,
+                       "ftk choice / floor": results["ftk choice"] / floor,
+                       **({f"ftk generate / {lf_best_name}": results["ftk generate"] / results[lf_best_name]}
+                          if lf_best_name else {})},
+        }, indent=2))
 
 
 def fetched_template(model: Path) -> str | None:

@@ -36,6 +36,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+
+
 AG = REPO.parent / "shared" / "realdata" / "ag_news"
 
 
@@ -43,6 +45,14 @@ def run(argv: list[str], cwd: Path, env: dict) -> None:
     proc = subprocess.run(argv, check=False, cwd=cwd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"failed: {' '.join(argv)}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+
+
+def tool(name: str, module: str) -> list[str]:
+    """A console script of this interpreter's environment, else the one on PATH, else `python -m module`
+    (a `pip install --target` folder, as on the GPU kit's machine, has no console scripts)."""
+    own = BIN / name
+    found = str(own) if own.exists() else shutil.which(name)
+    return [found] if found else [sys.executable, "-m", module]
 
 
 def real_tokens(recipe, manifest: dict, dataset_dir: str) -> int:
@@ -80,7 +90,7 @@ def direct_run(run_dir: Path, state: dict, tmp: Path) -> dict:
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     env = {k: v for k, v in os.environ.items() if not k.startswith("FTK_")}
     env["PATH"] = str(BIN) + os.pathsep + env.get("PATH", "")
-    run([str(BIN / "llamafactory-cli"), "train", str(path)], run_dir.parents[1], env)
+    run([*tool("llamafactory-cli", "llamafactory.cli"), "train", str(path)], run_dir.parents[1], env)
     mine = json.loads((out / "trainer_state.json").read_text())
     a, b = losses(state), losses(mine)
     shared = set(a) & set(b)
@@ -107,9 +117,16 @@ def main() -> None:
                     help="base recipe (a real-model one, e.g. configs/real/agnews_smollm2_lora.yaml, keeps its model)")
     ap.add_argument("--configs", default="false:B,true:B,neat:B,true:P,neat:P",
                     help="packing:batch rows to run (B = --batch-size, P = --packed-batch-size)")
+    ap.add_argument("--train-csv", help="AG News-format train CSV (default: the real train head in ../shared/realdata)")
+    ap.add_argument("--test-csv", help="AG News-format test CSV (default: the real test set)")
+    ap.add_argument("--json", help="also write the rows to this JSON file")
+    ap.add_argument("--no-eval", action="store_true", help="speed only: skip the test evaluation of each row")
     args = ap.parse_args()
-    if not AG.exists():
-        raise SystemExit(f"needs the real AG News files in {AG}")
+    train_csv = Path(args.train_csv).resolve() if args.train_csv else AG / "train_head2000.csv"
+    test_csv = Path(args.test_csv).resolve() if args.test_csv else AG / "test.csv"
+    for f in (train_csv, test_csv):
+        if not f.is_file():
+            raise SystemExit(f"needs {f} (the real AG News files in {AG}, or --train-csv / --test-csv)")
 
     from ftk.recipe import load_recipe
 
@@ -123,7 +140,7 @@ def main() -> None:
                  if base.model.tiny else {"name_or_path": str(Path(base.model.name_or_path).resolve())})
         recipe_path.write_text(yaml.safe_dump({
             "extends": str(Path(args.recipe).resolve()), "name": "pack",
-            "data": {"train": str(AG / "train_head2000.csv"), "test": str(AG / "test.csv"),
+            "data": {"train": str(train_csv), "test": str(test_csv),
                      "prepared_dir": str(tmp / "prepared"),
                      "max_samples": {"train": args.train_rows, "test": args.test_rows}},
             "model": model,
@@ -134,10 +151,11 @@ def main() -> None:
         sizes = {"B": args.batch_size, "P": args.packed_batch_size}
         configs = [(p, sizes.get(b) or int(b)) for p, b in (c.split(":") for c in args.configs.split(","))]
         for packing, batch in configs:
-            run([str(BIN / "ftk"), "train", str(recipe_path), f"train.packing={packing}",
+            run([*tool("ftk", "ftk"), "train", str(recipe_path), f"train.packing={packing}",
                  f"train.per_device_train_batch_size={batch}"], tmp, env)
             run_dir = max((tmp / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
-            run([str(BIN / "ftk"), "eval", str(run_dir)], tmp, env)
+            if not args.no_eval:
+                run([*tool("ftk", "ftk"), "eval", str(run_dir)], tmp, env)
             manifest = json.loads((run_dir / "manifest.json").read_text())
             state = json.loads((run_dir / "model" / "trainer_state.json").read_text())
             # the closing summary (with include_num_input_tokens_seen every log row has a running train_runtime)
@@ -147,7 +165,8 @@ def main() -> None:
             recipe = load_recipe(recipe_path, [f"train.packing={packing}"])
             real = real_tokens(recipe, manifest["data"], manifest["llamafactory_args"]["dataset_dir"])
             real_total = real * args.epochs
-            metrics = json.loads((run_dir / "eval-test" / "metrics.json").read_text())
+            metrics = ({"accuracy": float("nan"), "macro_f1": float("nan"), "invalid": None} if args.no_eval else
+                       json.loads((run_dir / "eval-test" / "metrics.json").read_text()))
             direct = direct_run(run_dir, state, tmp) if args.direct and packing != "false" else None
             results.append({
                 "packing": packing, "batch": batch, "steps": state["global_step"], "train_runtime_s": runtime,
@@ -156,9 +175,10 @@ def main() -> None:
                 "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "invalid": metrics["invalid"],
                 "last_loss": last_loss, "direct": direct,
             })
+            print("row done: " + json.dumps(results[-1]), flush=True)  # a crash later keeps the rows so far
         what = (f"tiny LLaMA h{args.hidden_size}/{args.layers} layers" if base.model.tiny else
                 f"{base.model.name_or_path} ({base.method.finetuning_type})")
-        print(f"real AG News: {args.train_rows} train rows x {args.epochs} epochs, {what}, batch {args.batch_size}, "
+        print(f"AG News ({train_csv.parent.name}/{train_csv.name}): {args.train_rows} train rows x {args.epochs} epochs, {what}, batch {args.batch_size}, "
               f"cutoff_len {args.cutoff}; {args.test_rows} test rows")
         print(f"{'packing':8} {'batch':>5} {'steps':>6} {'time s':>8} {'ex/s':>8} {'tok/s':>9} {'padding':>8} {'accuracy':>9} "
               f"{'macro-F1':>9} {'last loss':>9}")
@@ -176,6 +196,8 @@ def main() -> None:
         print("speed-up vs unpacked: " + ", ".join(f"{r['packing']} (batch {r['batch']}) "
                                                  f"{r['examples_per_s'] / base:.2f}x" for r in results[1:]))
         print(json.dumps(results))
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2))
     finally:
         if args.keep:
             print(f"kept {tmp}")
