@@ -193,7 +193,8 @@ def main() -> None:
                       f"{d['compared']} losses compared (each step + the mean), max |ftk - direct| = {d['max_abs_diff']:.2e}; "
                       f"train_loss {d['train_loss']:.4f} vs ftk {d['ftk_train_loss']:.4f}; train_runtime {d['train_runtime_s']:.1f} s")
         base = results[0]["examples_per_s"]
-        print("speed-up vs unpacked: " + ", ".join(f"{r['packing']} (batch {r['batch']}) "
+        first = f"{results[0]['packing']} (batch {results[0]['batch']})"
+        print(f"speed-up vs {'unpacked' if results[0]['packing'] == 'false' else first}: " + ", ".join(f"{r['packing']} (batch {r['batch']}) "
                                                  f"{r['examples_per_s'] / base:.2f}x" for r in results[1:]))
         print(json.dumps(results))
         if args.json:

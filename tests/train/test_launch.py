@@ -212,6 +212,7 @@ def test_validate_says_what_packing_changes_besides_speed():
     neat = packing_notes({"stage": "sft", "packing": True, "neat_packing": True})
     assert any("fewer optimizer steps" in n for n in plain) and any("fewer optimizer steps" in n for n in neat)
     assert any("prefer neat" in n for n in plain) and not any("prefer neat" in n for n in neat)
+    assert any("#8277" in n for n in plain)  # the upstream issue is named
     assert packing_notes({"stage": "sft"}) == [] and packing_notes({"stage": "pt", "packing": True}) == []
     notes = validate_recipe(REPO / "configs" / "agnews_tiny_cpu.yaml", ["train.packing=true"], data="skip").notes
     assert any("prefer neat" in n for n in notes)  # wired into `ftk validate` (and the checks train runs)
