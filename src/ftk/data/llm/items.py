@@ -42,6 +42,7 @@ def parse_answer(ld, cached: dict) -> Items:
     pieces = [p.strip() for p in (cached.get("text") or "").split(spec.split)]
     pieces = [p for p in pieces if p]
     if cached.get("finish_reason") == "length" and pieces:  # cut off by max_tokens: its last item is partial
+        out.counts["items"] += 1  # parsed and rejected, so parsed == valid + rejected still holds
         out.counts["cut_by_max_tokens"] += 1
         out.rejects.append({"request": cached["index"], "item": len(pieces) - 1, "text": pieces[-1][:2000],
                             "reason": "cut_by_max_tokens"})
