@@ -107,7 +107,7 @@ class SynthSpec(_Strict):
     max_retries: int = Field(6, ge=0)
     max_items_per_answer: int = Field(100, ge=1, description="items read from one answer; the rest are counted, not read")
     max_item_chars: int = Field(4000, ge=1, description="a longer item is rejected (too_long)")
-    min_items: int = Field(1, ge=0, description="fewer items kept: the run fails (exit 1) with the reasons")
+    min_items: int = Field(1, ge=0, description="fewer items kept: the run fails (exit 2) with the reasons")
     seed: int = Field(0, ge=0)
     near_duplicate_rouge_l: float | None = Field(0.7, gt=0, le=1)
     leakage: list[str] = Field(default_factory=list, description="files (task raw format) items must not repeat")
