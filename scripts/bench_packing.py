@@ -36,8 +36,6 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-
-
 AG = REPO.parent / "shared" / "realdata" / "ag_news"
 
 
@@ -48,11 +46,11 @@ def run(argv: list[str], cwd: Path, env: dict) -> None:
 
 
 def tool(name: str, module: str) -> list[str]:
-    """A console script of this interpreter's environment, else the one on PATH, else `python -m module`
-    (a `pip install --target` folder, as on the GPU kit's machine, has no console scripts)."""
+    """A console script of this interpreter's environment, else `python -m module` with this interpreter
+    (a `pip install --target` folder, as on the GPU kit's machine, has no console scripts; a script found on
+    PATH may belong to another Python)."""
     own = BIN / name
-    found = str(own) if own.exists() else shutil.which(name)
-    return [found] if found else [sys.executable, "-m", module]
+    return [str(own)] if own.exists() else [sys.executable, "-m", module]
 
 
 def real_tokens(recipe, manifest: dict, dataset_dir: str) -> int:
@@ -150,12 +148,13 @@ def main() -> None:
             "llamafactory_args": {"include_num_input_tokens_seen": True}}))
         sizes = {"B": args.batch_size, "P": args.packed_batch_size}
         configs = [(p, sizes.get(b) or int(b)) for p, b in (c.split(":") for c in args.configs.split(","))]
+        ftk = tool("ftk", "ftk")
         for packing, batch in configs:
-            run([*tool("ftk", "ftk"), "train", str(recipe_path), f"train.packing={packing}",
+            run([*ftk, "train", str(recipe_path), f"train.packing={packing}",
                  f"train.per_device_train_batch_size={batch}"], tmp, env)
             run_dir = max((tmp / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
             if not args.no_eval:
-                run([*tool("ftk", "ftk"), "eval", str(run_dir)], tmp, env)
+                run([*ftk, "eval", str(run_dir)], tmp, env)
             manifest = json.loads((run_dir / "manifest.json").read_text())
             state = json.loads((run_dir / "model" / "trainer_state.json").read_text())
             # the closing summary (with include_num_input_tokens_seen every log row has a running train_runtime)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -55,10 +56,9 @@ PEAK_BF16 = {"H200": 989.4e12, "H100": 989.4e12, "A100": 312e12}
 
 
 def ftk_cmd() -> list[str]:
-    """`ftk` beside this interpreter, else on PATH (the wheelhouse's --target bin)."""
-    own = Path(sys.executable).parent / "ftk"
-    found = str(own) if own.exists() else shutil.which("ftk")
-    return [found] if found else [sys.executable, "-m", "ftk"]
+    """ftk run by this interpreter: a `pip install --target` folder has no console scripts, and an `ftk`
+    found on PATH may belong to another Python (an activated venv) that cannot import the wheelhouse."""
+    return [sys.executable, "-m", "ftk"]
 
 
 class GpuMemory:
@@ -169,28 +169,25 @@ class Kit:
         return path
 
     def newest_state(self, name: str) -> dict | None:
+        """The final trainer_state.json of the newest run of `name` (ftk's results/ copy, else the trainer's)."""
+        from ftk.train.runs import result_file
+
         runs = sorted((self.work / "runs").glob(f"{name}-*"), key=lambda p: p.stat().st_mtime)
-        if not runs:
-            return None
-        states = sorted(runs[-1].rglob("trainer_state.json"), key=lambda p: p.stat().st_mtime)
-        return json.loads(states[-1].read_text()) if states else None
+        path = result_file(runs[-1] / "model", "trainer_state.json") if runs else None
+        return json.loads(path.read_text()) if path and path.is_file() else None
 
     @property
     def model_dir(self) -> Path:
         return self.work / "model"
 
     def params(self) -> int | None:
+        """Parameters of the built model, read from the safetensors headers (no weights loaded)."""
         from safetensors import safe_open
 
         total = 0
-        files = list(self.model_dir.glob("*.safetensors"))
-        for f in files:
+        for f in self.model_dir.glob("*.safetensors"):
             with safe_open(str(f), "pt") as fh:
-                for k in fh.keys():  # noqa: SIM118 (safe_open has no __iter__)
-                    n = 1
-                    for d in fh.get_slice(k).get_shape():
-                        n *= d
-                    total += n
+                total += sum(math.prod(fh.get_slice(k).get_shape()) for k in fh.keys())  # noqa: SIM118
         return total or None
 
     def mfu(self, tokens_per_s: float | None, n_params: int | None) -> float | None:
