@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_ftk
+from conftest import REPO, ftk_here, run_ftk
 from ftk.errors import FtkError
 from ftk.recipe import load_recipe
 from ftk.train.plan import Topology, dry_run
@@ -86,14 +86,15 @@ srun torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint 
                                      "-m", "llamafactory.launcher", CFG]
 
 
-def test_slurm_writes_script_without_sbatch(tmp_path, synth_dir, tiny_model):
+def test_slurm_writes_script_without_sbatch(tmp_path, synth_dir, tiny_model, monkeypatch):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"extends: {REPO / 'configs' / 'agnews_tiny_cpu.yaml'}\nname: sl\n"
                       f"data: {{train: {synth_dir / 'train.csv'}, test: {synth_dir / 'test.csv'}, prepared_dir: {tmp_path / 'p'}}}\n"
                       f"model: {{name_or_path: {tiny_model}}}\nruns_dir: {tmp_path / 'runs'}\n"
                       "distributed: {nnodes: 2, nproc_per_node: 4}\n")
     # a PATH without sbatch (this host may have SLURM installed: the real-scheduler test installs it)
-    proc = run_ftk("train", recipe, "--slurm", cwd=tmp_path, env={"PATH": str(Path(sys.executable).parent)})
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent))
+    proc = ftk_here("train", recipe, "--slurm", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     (run_dir,) = (tmp_path / "runs").iterdir()
     script = (run_dir / "sbatch.sh").read_text()
@@ -143,10 +144,11 @@ def test_impossible_combinations(tmp_path, text, expected):
                                           ("learning_rate", "`train.learning_rate`")])
 def test_llamafactory_args_cannot_override_what_ftk_sets(tmp_path, key, belongs):
     """`output_dir` sent the model outside the run directory and `trust_remote_code: true` turned it on
-    behind `model.trust_remote_code: false`, and validate said OK."""
+    behind `model.trust_remote_code: false`, and validate said OK. (The first through the installed
+    script, the others in-process: the same command, without importing LLaMA-Factory twice more.)"""
     bad = tmp_path / "bad.yaml"
     bad.write_text(f"extends: {S0}\nllamafactory_args: {{{key}: /tmp/elsewhere}}\n")
-    proc = run_ftk("validate", bad, "--skip-data")
+    proc = (run_ftk if key == "output_dir" else ftk_here)("validate", bad, "--skip-data")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert str(bad) in proc.stderr and f"`llamafactory_args.{key}`: ftk sets this key" in proc.stderr
     assert belongs in proc.stderr
