@@ -10,13 +10,17 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 RECIPE ?= configs/agnews_tiny_cpu.yaml
+# pytest-xdist workers for `make test` / `make test-fast` (tests that share a trained fixture or a
+# rendezvous port stay on one worker: tests/conftest.py); TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
+XDIST  := $(if $(filter 0,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS) --dist loadgroup)
 RUN    ?=
 
 .PHONY: venv demo test test-fast prepare train eval real clean help
 
 help:
 	@echo "make demo            offline end-to-end demo: synthetic AG News -> tiny model -> train -> eval"
-	@echo "make test            the full test suite (includes a real tiny LLaMA-Factory run)"
+	@echo "make test            the full test suite on TEST_WORKERS=2 workers (includes real tiny LLaMA-Factory runs)"
 	@echo "make prepare RECIPE=configs/x.yaml   prepare the recipe's data"
 	@echo "make train RECIPE=configs/x.yaml     train (new run directory under runs/)"
 	@echo "make eval RUN=runs/<run>             evaluate a run on its test split"
@@ -34,10 +38,10 @@ demo: $(STAMP)
 	$(FTK) demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q $(XDIST) --durations=15
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q $(XDIST) -m "not slow"
 
 prepare: $(STAMP)
 	$(FTK) prepare $(RECIPE)

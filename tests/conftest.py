@@ -16,6 +16,26 @@ REALDATA = REPO.parent / "shared" / "realdata"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    # N workers share the cores: torch's OpenMP threads (inherited by every training and eval a worker
+    # starts) get cores / N each, or their spinning threads fight and every test gets slower.
+    os.environ.setdefault("OMP_NUM_THREADS",
+                          str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+
+
+# `make test` runs the suite on two workers (pytest-xdist, --dist loadgroup). Each worker has its own
+# session, so tests that share an expensive fixture stay on one worker (it is built once), a file's
+# tests stay together (its module fixtures are built once), and the tests that open rendezvous ports
+# (torchrun, SLURM) take turns on one worker instead of racing for a free port.
+SHARED_FIXTURE_GROUPS = ("demo_run", "smollm2")
+PORT_GROUP = "rendezvous-ports"
+
+
+def pytest_itemcollected(item):  # as each test is collected: before xdist reads the groups
+    if item.get_closest_marker("xdist_group"):
+        return
+    shared = [name for name in SHARED_FIXTURE_GROUPS if name in item.fixturenames]
+    item.add_marker(pytest.mark.xdist_group(shared[0] if shared else item.nodeid.split("::")[0]))
 
 
 def realdata(*parts: str) -> Path:
@@ -132,3 +152,31 @@ def tiny_recipe(tmp: Path, synth_dir: Path, tiny_model: Path, extra: str = "", *
                       f"prepared_dir: {tmp / 'prepared'}{', ' + data_extra if data_extra else ''}}}\n"
                       f"model: {{name_or_path: {tiny_model}}}\nruns_dir: {tmp / 'runs'}\n" + extra)
     return recipe
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fork_launches():
+    """Trainings that tests start in-process (`ftk_here`) fork from one pre-imported server instead of
+    importing LLaMA-Factory each time (see forklaunch.py); the argv, log, environment and exit code are
+    the product's own. `run_ftk` subprocesses are untouched."""
+    import forklaunch
+    from ftk.train import launch
+
+    real_logged, real_streaming = launch.run_logged, launch.run_streaming
+
+    def run_logged(argv, log_path, *, cwd=None, env=None, on_tick=None, tick_seconds=0.5):
+        rc = forklaunch.run(launch.resolve(argv), log_path, cwd=cwd, env=env or launch.launch_env(),
+                            on_tick=on_tick, tick_seconds=tick_seconds)
+        if rc is None:
+            return real_logged(argv, log_path, cwd=cwd, env=env, on_tick=on_tick, tick_seconds=tick_seconds)
+        return rc
+
+    def run_streaming(argv, log_path, *, cwd=None, env=None):
+        rc = forklaunch.run(launch.resolve(argv), log_path, cwd=cwd, env=env or launch.launch_env(), echo=True,
+                            tick_seconds=0.2)
+        return real_streaming(argv, log_path, cwd=cwd, env=env) if rc is None else rc
+
+    launch.run_logged, launch.run_streaming = run_logged, run_streaming
+    yield
+    launch.run_logged, launch.run_streaming = real_logged, real_streaming
+

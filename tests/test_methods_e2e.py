@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REALDATA, REPO, ftk_here, run_ftk, twin_overrides
+from conftest import PORT_GROUP, REALDATA, REPO, ftk_here, run_ftk, twin_overrides
 
 pytestmark = pytest.mark.slow
 CONFIGS = REPO / "configs"
@@ -57,6 +57,10 @@ def test_token_classification_twin_beats_all_O_and_reports_seqeval(tmp_path, twi
 
 @pytest.mark.parametrize("recipe", ["fpb_gptneo_prompt_tuning_tiny", "mrpc_gptneo_prompt_tuning_tiny"])
 def test_prompt_tuning_twin_learns_and_evaluates_in_both_modes(tmp_path, twin_models, recipe):
+    """Mechanics, not accuracy: no baseline threshold here. A random-init tiny model's LM head gives
+    near-uniform logits that 8 virtual tokens cannot move (measured on the FPB twin, 300 steps at lr 1.0:
+    loss 7.84 -> 7.64, generation all invalid, choice mode the constant majority class), so any accuracy
+    bar would be met by chance or by no one. Prompt tuning's learning is measured on SmolLM2 (README)."""
     recipe = CONFIGS / f"{recipe}.yaml"
     proc = ftk_here("train", recipe, *twin_overrides(recipe, tmp_path, twin_models, "train.max_steps=40",
                                                      "train.logging_steps=5", "eval.limit=24"))
@@ -117,6 +121,7 @@ def test_s2_twin_beats_the_majority_class(tmp_path, twin_models):
     assert plain == [p["predict"] for p in ours]
 
 
+@pytest.mark.xdist_group(PORT_GROUP)
 def test_s2_twin_under_ddp_then_eval(tmp_path, twin_models):
     proc = ftk_here("train", S2_TWIN, *twin_overrides(S2_TWIN, tmp_path, twin_models, *S2_QUICK, "distributed.nproc_per_node=2", "train.max_steps=8",
                                                  "train.logging_steps=2"))
@@ -137,6 +142,7 @@ def test_s2_twin_under_ddp_then_eval(tmp_path, twin_models):
     assert json.loads((run / "eval-test" / "metrics.json").read_text())["n"] == 60
 
 
+@pytest.mark.xdist_group(PORT_GROUP)
 def test_s2_twin_under_deepspeed_zero3_then_eval(tmp_path, twin_models):
     proc = ftk_here("train", S2_TWIN, *twin_overrides(S2_TWIN, tmp_path, twin_models, *S2_QUICK, "distributed.nproc_per_node=2",
                                                  "distributed.deepspeed=z3", "train.max_steps=6"))

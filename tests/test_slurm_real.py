@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, run_ftk, tiny_recipe
+from conftest import PORT_GROUP, REPO, run_ftk, tiny_recipe
 
 pytestmark = pytest.mark.slow
 
@@ -59,6 +59,7 @@ def _finished(run_dir: Path):
     return m if m["status"] in ("finished", "failed") else None
 
 
+@pytest.mark.xdist_group(PORT_GROUP)
 def test_train_job_and_study_array_on_a_real_scheduler(cluster, tmp_path, synth_dir, tiny_model):
     """Submitted together (the node runs two at a time): `ftk train --slurm` records its own state and
     gives the weights a local run of the same recipe gives (the study's lr-1e-3 trial, trained by

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, ftk_here
+from conftest import PORT_GROUP, REPO, ftk_here
 
 pytestmark = pytest.mark.slow
 
@@ -48,6 +48,7 @@ def _train_past_teardown_abort(recipe, tmp_path, name):
     return proc
 
 
+@pytest.mark.xdist_group(PORT_GROUP)
 def test_ddp_two_processes_gloo(tmp_path, synth_dir, tiny_model):
     r = _recipe(tmp_path, synth_dir, tiny_model, "ddp", "distributed: {nproc_per_node: 2}\ntrain: {max_steps: 8}\n")
     proc = _train_past_teardown_abort(r, tmp_path, "ddp")
@@ -61,6 +62,7 @@ def test_ddp_two_processes_gloo(tmp_path, synth_dir, tiny_model):
     assert state["global_step"] == 8
 
 
+@pytest.mark.xdist_group(PORT_GROUP)
 def test_deepspeed_zero3_on_cpu_then_eval(tmp_path, synth_dir, tiny_model):
     r = _recipe(tmp_path, synth_dir, tiny_model, "z3",
                 "distributed: {nproc_per_node: 2, deepspeed: z3}\ntrain: {max_steps: 6}\neval: {limit: 16}\n")
