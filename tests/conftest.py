@@ -85,6 +85,26 @@ def ftk_here(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
     return subprocess.CompletedProcess(["ftk", *argv], code, text[0], text[1])
 
 
+# A rank of a multi-process run on gloo can abort in its C++ teardown after the model is saved
+# (`terminate called without an active exception`, exit -6; LLaMA-Factory's ranks in 2 of 4 whole-suite
+# runs, once ftk's own trainer; never alone): the run then fails through no fault of the test's subject.
+# Only that exact failure, with the final weights written, is tried once more; any other fails the test.
+TEARDOWN_ABORT = "terminate called without an active exception"
+
+
+def train_past_teardown_abort(*args: str, runs: Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """`ftk train ARGS` in-process, once more (in a clean `runs`) only after a gloo teardown abort."""
+    import shutil
+
+    proc = ftk_here("train", *args, cwd=cwd)
+    logs = sorted(runs.glob("*/train.log")) if runs.is_dir() else []
+    if proc.returncode != 0 and len(logs) == 1 and TEARDOWN_ABORT in logs[0].read_text(errors="replace"):
+        assert any((logs[0].parent / "model").glob("*.safetensors")), "the abort came before the weights"
+        shutil.rmtree(runs)
+        proc = ftk_here("train", *args, cwd=cwd)
+    return proc
+
+
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory) -> Path:
     from ftk.data.synth import write_dataset

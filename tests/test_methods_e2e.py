@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PORT_GROUP, REALDATA, REPO, ftk_here, run_ftk, twin_overrides
+from conftest import PORT_GROUP, REALDATA, REPO, ftk_here, run_ftk, train_past_teardown_abort, twin_overrides
 
 pytestmark = pytest.mark.slow
 CONFIGS = REPO / "configs"
@@ -123,8 +123,9 @@ def test_s2_twin_beats_the_majority_class(tmp_path, twin_models):
 
 @pytest.mark.xdist_group(PORT_GROUP)
 def test_s2_twin_under_ddp_then_eval(tmp_path, twin_models):
-    proc = ftk_here("train", S2_TWIN, *twin_overrides(S2_TWIN, tmp_path, twin_models, *S2_QUICK, "distributed.nproc_per_node=2", "train.max_steps=8",
-                                                 "train.logging_steps=2"))
+    proc = train_past_teardown_abort(S2_TWIN, *twin_overrides(S2_TWIN, tmp_path, twin_models, *S2_QUICK, "distributed.nproc_per_node=2",
+                                                               "train.max_steps=8", "train.logging_steps=2"),
+                                     runs=tmp_path / "runs")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     run = _run_dir(tmp_path)
     m = json.loads((run / "manifest.json").read_text())
@@ -144,8 +145,9 @@ def test_s2_twin_under_ddp_then_eval(tmp_path, twin_models):
 
 @pytest.mark.xdist_group(PORT_GROUP)
 def test_s2_twin_under_deepspeed_zero3_then_eval(tmp_path, twin_models):
-    proc = ftk_here("train", S2_TWIN, *twin_overrides(S2_TWIN, tmp_path, twin_models, *S2_QUICK, "distributed.nproc_per_node=2",
-                                                 "distributed.deepspeed=z3", "train.max_steps=6"))
+    proc = train_past_teardown_abort(S2_TWIN, *twin_overrides(S2_TWIN, tmp_path, twin_models, *S2_QUICK, "distributed.nproc_per_node=2",
+                                                               "distributed.deepspeed=z3", "train.max_steps=6"),
+                                     runs=tmp_path / "runs")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     run = _run_dir(tmp_path)
     import yaml

@@ -3,7 +3,6 @@ kill -> --resume from the last checkpoint. Slow (tens of seconds each)."""
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PORT_GROUP, REPO, ftk_here
+from conftest import PORT_GROUP, REPO, ftk_here, train_past_teardown_abort
 
 pytestmark = pytest.mark.slow
 
@@ -31,27 +30,12 @@ def _only_run(tmp_path, name):
     return run_dir
 
 
-# A rank of LLaMA-Factory's multi-process run on gloo can abort in its C++ teardown after the model is
-# saved (`terminate called without an active exception`; seen in 2 of 4 whole-suite runs here, once in
-# the ZeRO-3 test, once in the DDP one; never alone): the run then fails through no fault of ftk's. Only
-# that exact failure, after the final model was written, is tried once more; any other fails the test.
-TEARDOWN_ABORT = "terminate called without an active exception"
-
-
-def _train_past_teardown_abort(recipe, tmp_path, name):
-    proc = ftk_here("train", recipe, cwd=tmp_path)
-    logs = list((tmp_path / "runs").glob(f"{name}-*/train.log"))
-    if proc.returncode != 0 and logs and TEARDOWN_ABORT in logs[0].read_text():
-        assert "Model weights saved" in logs[0].read_text()  # it did finish training and saving
-        shutil.rmtree(tmp_path / "runs")
-        proc = ftk_here("train", recipe, cwd=tmp_path)
-    return proc
 
 
 @pytest.mark.xdist_group(PORT_GROUP)
 def test_ddp_two_processes_gloo(tmp_path, synth_dir, tiny_model):
     r = _recipe(tmp_path, synth_dir, tiny_model, "ddp", "distributed: {nproc_per_node: 2}\ntrain: {max_steps: 8}\n")
-    proc = _train_past_teardown_abort(r, tmp_path, "ddp")
+    proc = train_past_teardown_abort(r, runs=tmp_path / "runs", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:]
     run_dir = _only_run(tmp_path, "ddp")
     log = (run_dir / "train.log").read_text()  # the trainer's own output goes to the log, not the terminal
@@ -66,7 +50,7 @@ def test_ddp_two_processes_gloo(tmp_path, synth_dir, tiny_model):
 def test_deepspeed_zero3_on_cpu_then_eval(tmp_path, synth_dir, tiny_model):
     r = _recipe(tmp_path, synth_dir, tiny_model, "z3",
                 "distributed: {nproc_per_node: 2, deepspeed: z3}\ntrain: {max_steps: 6}\neval: {limit: 16}\n")
-    proc = _train_past_teardown_abort(r, tmp_path, "z3")
+    proc = train_past_teardown_abort(r, runs=tmp_path / "runs", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:]
     run_dir = _only_run(tmp_path, "z3")
     assert "Creating torch.float32 ZeRO stage 3 optimizer" in (run_dir / "train.log").read_text()

@@ -85,7 +85,18 @@ def main(argv: list[str] | None = None) -> int:
                 "class_weights": weights,
                 "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
         Path(args.output_dir, METHOD_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
+    _leave_process_group()
     return 0
+
+
+def _leave_process_group() -> None:
+    """Ranks leave together: one that exits while another still talks through gloo can abort in C++
+    teardown (`terminate called without an active exception`) after the model was saved."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
