@@ -199,4 +199,3 @@ def _fork_launches():
     launch.run_logged, launch.run_streaming = run_logged, run_streaming
     yield
     launch.run_logged, launch.run_streaming = real_logged, real_streaming
-

@@ -84,11 +84,10 @@ def run(argv: list[str], log_path: Path, *, cwd, env: dict[str, str], on_tick=No
         return None
     log_path = Path(log_path)
     log_path.touch()
-    start = log_path.stat().st_size
+    shown = log_path.stat().st_size  # what is already there was shown before this command
     proc = _context().Process(target=_child, args=(target, argv[0], str(cwd) if cwd else None, dict(env),
                                                    str(log_path)))
     proc.start()
-    shown = start
     try:
         while proc.is_alive():
             if on_tick:

@@ -25,9 +25,9 @@ def test_a_forked_training_equals_a_plain_subprocess(tmp_path, synth_dir, tiny_m
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         (run,) = (tmp_path / how / "runs").iterdir()
         losses = [r["loss"] for r in map(json.loads, (run / "model" / "trainer_log.jsonl").open()) if "loss" in r]
-        log = (run / "train.log").read_text()
-        got[how] = (_weights(run), losses, "Welcome to LLaMA Factory" not in log and "trainable params" in log)
-    assert got["fork"] == got["subprocess"] and len(got["fork"][1]) == 4
+        trainer_lines = (run / "train.log").read_text().count("trainable params")  # its output reached the log
+        got[how] = (_weights(run), losses, trainer_lines)
+    assert got["fork"] == got["subprocess"] and len(got["fork"][1]) == 4 and got["fork"][2] > 0
 
 
 def test_what_is_forked_and_what_stays_a_subprocess():

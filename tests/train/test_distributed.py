@@ -30,8 +30,6 @@ def _only_run(tmp_path, name):
     return run_dir
 
 
-
-
 @pytest.mark.xdist_group(PORT_GROUP)
 def test_ddp_two_processes_gloo(tmp_path, synth_dir, tiny_model):
     r = _recipe(tmp_path, synth_dir, tiny_model, "ddp", "distributed: {nproc_per_node: 2}\ntrain: {max_steps: 8}\n")
