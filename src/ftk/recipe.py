@@ -36,7 +36,9 @@ class DataConfig(_Strict):
     max_samples: dict[Literal["train", "validation", "test"], int] = Field(
         default_factory=dict,
         description="split -> seeded sample size; train is sampled before validation is split off it")
-    sample_strategy: Literal["uniform", "stratified"] = "uniform"
+    sample_strategy: Literal["uniform", "stratified", "balanced"] = Field(
+        "uniform", description="max_samples: uniform, stratified (label shares kept) or balanced (the same number "
+                               "of each label; a constant answer then scores 1 / labels)")
     val_size: float | int | None = Field(None, gt=0, description="fraction (<1) or count split off train for validation")
     test_size: float | int | None = Field(None, gt=0, description="fraction (<1) or count split off train for test")
     drop_overlap: bool = Field(False, description="drop train rows whose input is also in validation/test")

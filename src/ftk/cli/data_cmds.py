@@ -25,7 +25,7 @@ def prepare_cmd(
     prompt_version: Annotated[Optional[str], typer.Option(help="prompt version of the task")] = None,
     seed: Annotated[int, typer.Option(min=0, help="seed for sampling and splits")] = 42,
     max_samples: Annotated[Optional[list[str]], typer.Option(help="SPLIT=N seeded sample (repeatable)")] = None,
-    sample_strategy: Annotated[str, typer.Option(help="uniform or stratified")] = "uniform",
+    sample_strategy: Annotated[str, typer.Option(help="uniform, stratified (label shares kept) or balanced (the same number of each label)")] = "uniform",
     val_size: Annotated[Optional[float], typer.Option(help="fraction (<1) or count split off train")] = None,
     test_size: Annotated[Optional[float], typer.Option(help="fraction (<1) or count split off train for test")] = None,
     drop_overlap: Annotated[bool, typer.Option(help="drop train rows whose input is in validation/test")] = False,
@@ -58,8 +58,8 @@ def prepare_cmd(
     else:
         if not task or not out:
             raise FtkError("give a recipe, or --task and --out with at least one of --train/--validation/--test")
-        if sample_strategy not in ("uniform", "stratified"):
-            raise FtkError(f"--sample-strategy {sample_strategy!r}: expected uniform or stratified")
+        if sample_strategy not in ("uniform", "stratified", "balanced"):
+            raise FtkError(f"--sample-strategy {sample_strategy!r}: expected uniform, stratified or balanced")
         for name, value in (("--val-size", val_size), ("--test-size", test_size)):
             if value is not None and value <= 0:
                 raise FtkError(f"{name} {value}: expected a fraction in (0, 1) or a row count >= 1")

@@ -128,6 +128,9 @@ def plan_prepare(task: TaskSpec, sources: dict[str, str], *, prompt_version: str
         raise FtkError("no data sources given: name at least one split (e.g. --test FILE)", path=config_path)
     prompt = task.prompt(prompt_version)
     max_samples = max_samples or {}
+
+    def samples_key(split: str) -> str:
+        return f"--max-samples {split}" if key_prefix == "--" else f"{key_prefix}max_samples.{split}"
     splits: dict[str, SplitData] = {}
     for split, source in sources.items():
         res = read_source(task, source, split, source_format, strict=strict)
@@ -160,14 +163,16 @@ def plan_prepare(task: TaskSpec, sources: dict[str, str], *, prompt_version: str
             raise FtkError(f"{what} given but a {name} split was also given; use one of them",
                            path=config_path, where=key)
         if name == "validation" and "train" in max_samples:
-            train.examples = sample(train.examples, max_samples["train"], seed, sample_strategy)
+            train.examples = sample(train.examples, max_samples["train"], seed, sample_strategy, path=config_path,
+                                    key=samples_key("train"))
         train.examples, taken = split_off(train.examples, size, seed, what, path=config_path, key=key,
                                           strategy=sample_strategy)
         splits[name] = SplitData(name, train.source, taken, rows_read=len(taken))
 
     for sd in splits.values():
         if not (sd.name == "train" and val_size and "train" in max_samples):
-            sd.examples = sample(sd.examples, max_samples.get(sd.name), seed, sample_strategy)
+            sd.examples = sample(sd.examples, max_samples.get(sd.name), seed, sample_strategy, path=config_path,
+                                 key=samples_key(sd.name))
     warnings, overlap = _check_overlap(splits, strict=strict, drop=drop_overlap)
     return Plan(task, prompt, prompt_version or task.prompts.default, prefix or task.name, seed, sample_strategy,
                 splits, warnings, overlap)
