@@ -60,7 +60,8 @@ def test_prompt_tuning_twin_learns_and_evaluates_in_both_modes(tmp_path, twin_mo
     """Mechanics, not accuracy: no baseline threshold here. A random-init tiny model's LM head gives
     near-uniform logits that 8 virtual tokens cannot move (measured on the FPB twin, 300 steps at lr 1.0:
     loss 7.84 -> 7.64, generation all invalid, choice mode the constant majority class), so any accuracy
-    bar would be met by chance or by no one. Prompt tuning's learning is measured on SmolLM2 (README)."""
+    bar would be met by chance or by no one. Prompt tuning's learning, against a constant answer, is
+    tested on the real SmolLM2: test_real_model.py::test_prompt_tuning_on_smollm2_beats_a_constant_answer."""
     recipe = CONFIGS / f"{recipe}.yaml"
     proc = ftk_here("train", recipe, *twin_overrides(recipe, tmp_path, twin_models, "train.max_steps=40",
                                                      "train.logging_steps=5", "eval.limit=24"))

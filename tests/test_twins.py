@@ -4,7 +4,9 @@
 A smoke run (2 steps, 8 test rows, the model shared with the other tests of the same twin): it proves
 each recipe's plumbing (task, template, method, stage chain, extraction, metrics), not that the method
 learns. The learning runs, each against its trivial baseline, are in test_methods_e2e.py (sequence
-head vs the majority class, token head vs all-O) and test_e2e.py (generative SFT vs chance).
+head vs the majority class, token head vs all-O), test_e2e.py (generative SFT vs chance) and
+test_real_model.py (prompt tuning on SmolLM2 vs a constant answer: a random-init tiny model gives
+virtual tokens nothing to steer).
 """
 
 import json
