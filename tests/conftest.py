@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import traceback
+import warnings
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -100,6 +101,7 @@ def train_past_teardown_abort(*args: str, runs: Path, cwd: Path | None = None) -
     logs = sorted(runs.glob("*/train.log")) if runs.is_dir() else []
     if proc.returncode != 0 and len(logs) == 1 and TEARDOWN_ABORT in logs[0].read_text(errors="replace"):
         assert any((logs[0].parent / "model").glob("*.safetensors")), "the abort came before the weights"
+        warnings.warn(f"retried once after a gloo teardown abort (weights written): {logs[0]}", stacklevel=2)
         shutil.rmtree(runs)
         proc = ftk_here("train", *args, cwd=cwd)
     return proc
