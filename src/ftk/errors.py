@@ -30,6 +30,8 @@ class FtkError(Exception):
             if where:
                 prefix += f":{where}" if where[:1].isdigit() else f": {where}"
             prefix += ": "
+        elif where:  # no file (a command-line flag, a derived value): the key still leads the line
+            prefix = f"line {where}: " if where[:1].isdigit() else f"{where}: "
         super().__init__(prefix + message)
 
 

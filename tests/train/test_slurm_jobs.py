@@ -146,3 +146,14 @@ def test_a_dollar_in_a_recipe_path_stays_literal_in_the_batch_script(tmp_path):
     assert all("someone" not in w for w in words)  # $USER was not expanded
     assert "ftk_job_ended() { python -m ftk.train.jobstate ended '/scratch/$USER/runs/x'" in text
     assert shlex.split(text.split("jobstate started ", 1)[1].splitlines()[0])[0] == "/scratch/$USER/runs/x"
+
+
+def test_a_value_sbatch_cannot_hold_names_its_key_without_a_file():
+    """The backstop behind validation: the error leads with the key even though no file is known here."""
+    from ftk.train.slurm import safe
+
+    with pytest.raises(FtkError) as exc:
+        safe("gpu\nrm -rf ~", "distributed.slurm.partition")
+    assert str(exc.value) == ("distributed.slurm.partition: 'gpu\\nrm -rf ~' holds a newline or control character, "
+                              "which cannot go into sbatch.sh")
+    assert str(FtkError("bad row", where="12")) == "line 12: bad row"

@@ -50,19 +50,16 @@ def _groups(examples: list[Example]) -> dict[str | None, list[int]]:
 
 def _balanced(examples: list[Example], n: int, rng: random.Random, path, key: str | None) -> list[int]:
     """n indices, n / labels of each (the first labels in sorted order get the leftover rows)."""
-    def error(message: str) -> FtkError:  # the key leads the line even without a file (the CLI's flags)
-        return FtkError(message, path=path, where=key) if path else FtkError(f"{key}: {message}" if key else message)
-
     groups = _groups(examples)
     labels = sorted(groups, key=str)
     if None in groups:
-        raise error("balanced sampling needs a label on every row (this task's rows have none); expected "
-                    "uniform or stratified")
+        raise FtkError("balanced sampling needs a label on every row (this task's rows have none); expected "
+                       "uniform or stratified", path=path, where=key)
     want = {k: n // len(labels) + (i < n % len(labels)) for i, k in enumerate(labels)}
     short = [f"{k!r} has {len(groups[k])}" for k in labels if len(groups[k]) < want[k]]
     if short:
-        raise error(f"{n} rows balanced over {len(labels)} labels needs {max(want.values())} of each, but "
-                    + ", ".join(short) + " (expected a smaller N or stratified sampling)")
+        raise FtkError(f"{n} rows balanced over {len(labels)} labels needs {max(want.values())} of each, but "
+                       + ", ".join(short) + " (expected a smaller N or stratified sampling)", path=path, where=key)
     return [i for k in labels for i in rng.sample(groups[k], want[k])]
 
 

@@ -99,7 +99,7 @@ def tokenizer_texts(recipe: Recipe):
 
     files = [s for s in (recipe.data.train, recipe.data.validation) if s and Path(s).is_file()]
     if not files:
-        raise FtkError("`model.tiny` needs a local `data.train` file to train its tokenizer", where="model.tiny")
+        raise FtkError("needs a local `data.train` file to train its tokenizer", where="model.tiny")
     task = load_task(recipe.task)
     manifest = load_manifest(recipe.data.prepared_dir) if is_prepared(recipe) else {}
     train = manifest.get("splits", {}).get("train")
