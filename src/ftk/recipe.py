@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -21,6 +21,10 @@ from ftk.yamlio import deep_merge, read_yaml  # noqa: F401 (deep_merge: ftk.reci
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+SampleStrategy = Literal["uniform", "stratified", "balanced"]
+SAMPLE_STRATEGIES: tuple[str, ...] = get_args(SampleStrategy)  # `ftk prepare --sample-strategy` checks against it
 
 
 class DataConfig(_Strict):
@@ -36,7 +40,7 @@ class DataConfig(_Strict):
     max_samples: dict[Literal["train", "validation", "test"], int] = Field(
         default_factory=dict,
         description="split -> seeded sample size; train is sampled before validation is split off it")
-    sample_strategy: Literal["uniform", "stratified", "balanced"] = Field(
+    sample_strategy: SampleStrategy = Field(
         "uniform", description="max_samples: uniform, stratified (label shares kept) or balanced (the same number "
                                "of each label; a constant answer then scores 1 / labels)")
     val_size: float | int | None = Field(None, gt=0, description="fraction (<1) or count split off train for validation")

@@ -58,8 +58,11 @@ def prepare_cmd(
     else:
         if not task or not out:
             raise FtkError("give a recipe, or --task and --out with at least one of --train/--validation/--test")
-        if sample_strategy not in ("uniform", "stratified", "balanced"):
-            raise FtkError(f"--sample-strategy {sample_strategy!r}: expected uniform, stratified or balanced")
+        from ftk.recipe import SAMPLE_STRATEGIES
+
+        if sample_strategy not in SAMPLE_STRATEGIES:
+            raise FtkError(f"--sample-strategy {sample_strategy!r}: expected {', '.join(SAMPLE_STRATEGIES[:-1])} "
+                           f"or {SAMPLE_STRATEGIES[-1]}")
         for name, value in (("--val-size", val_size), ("--test-size", test_size)):
             if value is not None and value <= 0:
                 raise FtkError(f"{name} {value}: expected a fraction in (0, 1) or a row count >= 1")
