@@ -77,6 +77,21 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _umask_modes(root: Path) -> None:
+    """Give what a library wrote under `root` the modes open() and mkdir() would (the user's umask):
+    some writers (safetensors, mkstemp) make 0600 files that other users of a shared model folder
+    could not read."""
+    mask = _umask()
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in dirnames:
+            os.chmod(os.path.join(dirpath, d), 0o777 & ~mask)
+        for f in filenames:
+            p = os.path.join(dirpath, f)
+            if not os.path.islink(p):
+                executable = os.stat(p).st_mode & 0o100
+                os.chmod(p, (0o777 if executable else 0o666) & ~mask)
+
+
 @contextlib.contextmanager
 def staged_dir(final: str | Path) -> Iterator[Path]:
     """Build a directory under a temporary name and move it into place on success.
@@ -89,6 +104,7 @@ def staged_dir(final: str | Path) -> Iterator[Path]:
     stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
         yield stage
+        _umask_modes(stage)
         final.mkdir(parents=True, exist_ok=True)
         for item in stage.iterdir():
             os.replace(item, final / item.name)
@@ -170,7 +186,10 @@ def fds_to(path: str | Path, mode: str = "ab") -> Iterator[None]:
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
-    with open(path, mode) as fh:
+    # sys.stdout / sys.stderr too: a caller may have replaced them with objects that are not fds 1 and 2
+    # (an embedding program, a test harness), and tqdm bars write to the object
+    with open(path, mode) as fh, open(path, "a", encoding="utf-8", errors="replace", buffering=1) as text, \
+            contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):
         os.dup2(fh.fileno(), 1)
         os.dup2(fh.fileno(), 2)
         try:
@@ -229,3 +248,29 @@ def no_library_bars() -> Iterator[None]:
     finally:
         if was:
             tlog.enable_progress_bar()
+
+
+def read_json(path: str | Path, *, what: str = "JSON file", required: tuple[str, ...] = ()) -> dict:
+    """A JSON object from `path`, or FtkError in one line naming the file: missing, unreadable, not
+    JSON, not an object, or without one of the `required` keys. For files ftk wrote that may have
+    been damaged or edited since (trial states, metrics, manifests)."""
+    from ftk.errors import FtkError
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FtkError(f"{what} is missing", path=path) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FtkError(f"cannot read {what} ({getattr(exc, 'strerror', None) or type(exc).__name__})",
+                       path=path) from None
+    try:
+        obj = json.loads(text)
+    except ValueError as exc:
+        raise FtkError(f"{what} is not valid JSON ({exc}); damaged or cut short", path=path) from None
+    if not isinstance(obj, dict):
+        raise FtkError(f"{what} must hold a JSON object, not {type(obj).__name__}", path=path)
+    for key in required:
+        if key not in obj:
+            raise FtkError(f"{what} lacks the key `{key}` (damaged or edited by hand)", path=path, where=key)
+    return obj

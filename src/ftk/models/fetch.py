@@ -92,17 +92,20 @@ def fetch_gguf(name: str, *, quiet: bool = False) -> Path:
 
 
 def fetch_model(name: str, out_dir: str | Path, *, quiet: bool = False) -> Path:
-    """Fetch and import `name` into `out_dir` (skipped when an import of the same file is there)."""
-    import json
+    """Fetch and import `name` into `out_dir` (skipped when an import of the same file is there and its
+    weights still have the sha256 recorded at import)."""
 
-    from ftk.models.gguf_import import MANIFEST_NAME, import_gguf
+    from ftk.models.gguf_import import MANIFEST_NAME, import_gguf, verify_import
 
     spec = lookup(name)
     out_dir = Path(out_dir)
-    manifest = out_dir / MANIFEST_NAME
-    if manifest.is_file() and json.loads(manifest.read_text(encoding="utf-8")).get("sha256") == spec.sha256:
+    if (out_dir / MANIFEST_NAME).exists():
+        manifest = verify_import(out_dir)  # weights there and unchanged, else one line
+        if manifest.get("sha256") != spec.sha256:
+            raise FtkError(f"holds an import of another file ({manifest.get('file')}), not {name}; choose another "
+                           "folder", path=out_dir)
         if not quiet:
-            print(f"[ftk] {name} is already imported in {out_dir}", flush=True)
+            print(f"[ftk] {name} is already imported in {out_dir} (weights verified)", flush=True)
         return out_dir
     gguf = fetch_gguf(name, quiet=quiet)
     if not quiet:

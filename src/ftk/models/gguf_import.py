@@ -14,13 +14,14 @@ The output folder is written under a temporary name and moved into place only wh
 
 from __future__ import annotations
 
+import math
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ftk.errors import FtkError
-from ftk.fileio import fds_to, sha256_file, staged_dir, write_json
+from ftk.fileio import fds_to, no_library_bars, sha256_file, staged_dir, write_json
 
 MANIFEST_NAME = "ftk-import.json"
 GGUF_MAGIC = b"GGUF"
@@ -63,6 +64,7 @@ class GGUFInfo:
     file_type: str
     tensor_types: dict[str, int]
     meta: dict[str, Any]
+    tensors: dict[str, tuple[int, ...]] = field(default_factory=dict)  # name -> shape (GGUF order)
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.meta.get(key, default)
@@ -85,9 +87,11 @@ def read_gguf(path: Path) -> GGUFInfo:
                 continue
             meta[key] = field.contents()
         counts: dict[str, int] = {}
+        shapes: dict[str, tuple[int, ...]] = {}
         size = path.stat().st_size
         for t in reader.tensors:
             counts[t.tensor_type.name] = counts.get(t.tensor_type.name, 0) + 1
+            shapes[str(t.name)] = tuple(int(x) for x in t.shape)
             if int(t.data_offset) + int(t.n_bytes) > size:
                 raise ValueError(f"tensor {t.name} runs past the end of the file")
     except FtkError:
@@ -106,7 +110,63 @@ def read_gguf(path: Path) -> GGUFInfo:
     except ValueError:
         file_type = f"file_type {ft}"
     return GGUFInfo(architecture=arch, name=str(meta.get("general.name", path.stem)), file_type=file_type,
-                    tensor_types=dict(sorted(counts.items())), meta=meta)
+                    tensor_types=dict(sorted(counts.items())), meta=meta, tensors=shapes)
+
+
+# Bounds checked on the header before transformers allocates anything from it (a header may claim a
+# million layers of tiny tensors: the model would be built, and memory spent, before the load failed).
+MAX_BLOCKS = 1024
+MAX_WIDTH = 1 << 17  # embedding and feed-forward widths
+MAX_VOCAB = 1 << 21
+MAX_PARAMETERS = 200_000_000_000
+
+
+def check_tensors(info: GGUFInfo, path: Path) -> int:
+    """The header's sizes agree with its tensors and are bounded: block_count equals the blocks that
+    have tensors (each block holding the same tensor kinds as block 0), the token embedding is there
+    with the claimed vocabulary and width. Returns the number of weights the file holds."""
+    import re
+
+    arch = info.architecture
+
+    def size(key: str, limit: int) -> int:
+        value = info.get(f"{arch}.{key}")
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= limit:
+            raise FtkError(f"{arch}.{key} is {value!r}: expected a whole number from 1 to {limit:,}", path=path)
+        return value
+
+    blocks = size("block_count", MAX_BLOCKS)
+    width = size("embedding_length", MAX_WIDTH)
+    if info.get(f"{arch}.feed_forward_length") is not None:
+        size("feed_forward_length", MAX_WIDTH)
+    vocab = len(info.get("tokenizer.ggml.tokens") or [])
+    if not 0 < vocab <= MAX_VOCAB:
+        raise FtkError(f"tokenizer.ggml.tokens holds {vocab:,} tokens: expected 1 to {MAX_VOCAB:,}", path=path)
+    kinds: dict[int, set[str]] = {}
+    for name in info.tensors:
+        m = re.fullmatch(r"blk\.(\d+)\.(.+)", name)
+        if m:
+            kinds.setdefault(int(m.group(1)), set()).add(m.group(2))
+    have = sorted(kinds)
+    if have != list(range(blocks)):
+        shown = f"{have[:5]}{' ...' if len(have) > 5 else ''}" if have else "none"
+        raise FtkError(f"{arch}.block_count is {blocks} but the file holds tensors for blocks {shown}: a partial or "
+                       "damaged model (the missing layers would be random); not imported", path=path)
+    for b in have[1:]:
+        if kinds[b] != kinds[0]:
+            lost = sorted(kinds[0] ^ kinds[b])[0]
+            raise FtkError(f"block {b} and block 0 hold different tensors (blk.{b}.{lost} or blk.0.{lost} missing): "
+                           "a partial or damaged model; not imported", path=path)
+    embd = info.tensors.get("token_embd.weight")
+    if embd is None:
+        raise FtkError("the file has no token_embd.weight: a partial or damaged model; not imported", path=path)
+    if sorted(embd) != sorted((width, vocab)):
+        raise FtkError(f"token_embd.weight has shape {list(embd)}, but the header says {vocab:,} tokens x "
+                       f"{arch}.embedding_length {width}: damaged; not imported", path=path)
+    total = sum(math.prod(shape) for shape in info.tensors.values())
+    if total > MAX_PARAMETERS:
+        raise FtkError(f"the file claims {total:,} weights (more than {MAX_PARAMETERS:,}); not imported", path=path)
+    return total
 
 
 def check_supported(info: GGUFInfo, path: Path) -> None:
@@ -168,6 +228,17 @@ def build_tokenizer(info: GGUFInfo, path: Path):
 
 def verify_tokenizer(tok, path: Path) -> None:
     """Text must come back unchanged from encode + decode, with no unknown token on the way."""
+    from transformers.utils import logging as tlog
+
+    was = tlog.get_verbosity()
+    tlog.set_verbosity_error()  # not "longer than the maximum sequence length" for a probe of a small model
+    try:
+        _round_trips(tok, path)
+    finally:
+        tlog.set_verbosity(was)
+
+
+def _round_trips(tok, path: Path) -> None:
     for text in PROBES:
         ids = tok(text, add_special_tokens=False).input_ids
         back = tok.decode(ids)
@@ -182,6 +253,7 @@ def import_gguf(gguf_path: str | Path, out_dir: str | Path, *, source: str | Non
     gguf_path, out_dir = Path(gguf_path), Path(out_dir)
     info = read_gguf(gguf_path)
     check_supported(info, gguf_path)
+    in_file = check_tensors(info, gguf_path)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FtkError("output folder exists and is not empty (choose a new one)", path=out_dir)
     tok = build_tokenizer(info, gguf_path)
@@ -203,13 +275,14 @@ def import_gguf(gguf_path: str | Path, out_dir: str | Path, *, source: str | Non
             src.mkdir()
             (src / gguf_path.name).symlink_to(gguf_path.resolve())
             try:
-                with fds_to(stage / "ftk-import.log"):  # transformers' progress bars and warnings
+                with fds_to(stage / "ftk-import.log"), no_library_bars():  # transformers' bars and warnings
                     model = AutoModelForCausalLM.from_pretrained(str(src), gguf_file=gguf_path.name,
                                                                  dtype=torch.float32)
             except Exception as exc:
                 raise FtkError(f"transformers could not load this GGUF file ({type(exc).__name__}: "
                                f"{str(exc).splitlines()[0][:160] if str(exc) else ''})", path=gguf_path) from None
             shutil.rmtree(src)
+            check_loaded(model, in_file, gguf_path)
             if tok.pad_token_id is not None:
                 model.config.pad_token_id = tok.pad_token_id
                 model.generation_config.pad_token_id = tok.pad_token_id
@@ -220,6 +293,7 @@ def import_gguf(gguf_path: str | Path, out_dir: str | Path, *, source: str | Non
                 model.save_pretrained(stage, safe_serialization=True)
                 tok.save_pretrained(stage)
             manifest = {
+                "weights_sha256": weights_sha256(stage),
                 "source": source or str(gguf_path.resolve()),
                 "file": gguf_path.name,
                 "sha256": digest,
@@ -242,6 +316,52 @@ def import_gguf(gguf_path: str | Path, out_dir: str | Path, *, source: str | Non
         if not existed:
             shutil.rmtree(out_dir, ignore_errors=True)
         raise
+    return manifest
+
+
+def check_loaded(model, in_file: int, path: Path) -> None:
+    """Every parameter came from the file (transformers fills what a file lacks with random weights and
+    says so only in its log) and every weight is finite."""
+    import torch
+
+    params = dict(model.named_parameters())  # tied weights once
+    built = sum(p.numel() for p in params.values())
+    if built > in_file:
+        raise FtkError(f"the model needs {built:,} weights but the file holds {in_file:,}: the rest would be random; "
+                       "a partial model, not imported", path=path)
+    with torch.no_grad():
+        for name, p in params.items():
+            if not bool(torch.isfinite(p).all()):
+                bad = int((~torch.isfinite(p)).sum())
+                raise FtkError(f"{bad:,} weights of {name} are not finite (NaN or infinite): damaged; not imported",
+                               path=path)
+
+
+WEIGHT_FILES = ("*.safetensors",)
+
+
+def weights_sha256(folder: Path) -> dict[str, str]:
+    """sha256 of each weights file in an imported folder (recorded in ftk-import.json, checked by fetch)."""
+    return {p.name: sha256_file(p) for pattern in WEIGHT_FILES for p in sorted(Path(folder).glob(pattern))}
+
+
+def verify_import(out_dir: Path) -> dict:
+    """The manifest of an imported folder whose weights are all there and unchanged; FtkError otherwise."""
+    from ftk.fileio import read_json
+
+    manifest = read_json(out_dir / MANIFEST_NAME, what="import manifest", required=("sha256",))
+    recorded = manifest.get("weights_sha256")
+    if not isinstance(recorded, dict) or not recorded:
+        raise FtkError("this import records no weights checksums (made by an older ftk), so its weights cannot be "
+                       "verified; remove the folder and import or fetch it again", path=out_dir)
+    for name, digest in sorted(recorded.items()):
+        weights = out_dir / name
+        if not weights.is_file():
+            raise FtkError(f"{name} is missing: the folder is incomplete; remove it and import or fetch again",
+                           path=out_dir)
+        if sha256_file(weights) != digest:
+            raise FtkError(f"{name} differs from what was imported (sha256 changed); remove the folder and import "
+                           "or fetch again", path=out_dir)
     return manifest
 
 
