@@ -29,6 +29,9 @@ def eval_cmd(
     engine: Annotated[str, typer.Option(help="hf (default) or vllm (GPU nodes)")] = "hf",
     shards: Annotated[Optional[int], typer.Option(min=1, help="data-parallel processes (default: one per visible GPU)")] = None,
     shard: Annotated[Optional[str], typer.Option(hidden=True, help="internal: I/N worker of a sharded eval")] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="remove ftk's earlier outputs from the output folder "
+                                        "first (predictions are otherwise reused when the same model, mode, "
+                                        "prompts and data made them)")] = False,
 ) -> None:
     """Greedy batched generation on the test split, label extraction, metrics and reports.
     With --predictions, score an existing file (ftk's or LLaMA-Factory's generated_predictions.jsonl);
@@ -61,7 +64,7 @@ def eval_cmd(
         from ftk.study.curves import checkpoint_curve, print_curve
 
         table, out_dir = checkpoint_curve(run, checkpoints, split=split, mode=mode, batch_size=batch_size,
-                                          limit=limit, engine=engine)
+                                          limit=limit, engine=engine, fresh=fresh)
         print_curve(table)
         print(f"reports: {out_dir}")
         return
@@ -73,7 +76,8 @@ def eval_cmd(
         metrics, out_dir = evaluate_predictions(predictions, task, out, data_dir=data, split=split or "test")
     elif run is not None:
         metrics, out_dir = evaluate_run(run, out_dir=out, batch_size=batch_size, limit=limit, split=split,
-                                        mode=mode, engine=engine, shards=shards, shard=shard, checkpoint=checkpoint)
+                                        mode=mode, engine=engine, shards=shards, shard=shard, checkpoint=checkpoint,
+                                        fresh=fresh)
         if shard is not None:
             return
     else:

@@ -6,6 +6,7 @@ by example id, so an interrupted eval resumes where it stopped, with no duplicat
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -16,6 +17,7 @@ from ftk.data.records import read_records
 from ftk.data.task import TaskSpec, load_task
 from ftk.errors import FtkError
 from ftk.eval.extract import INVALID, make_extractor
+from ftk.eval.identity import claim, clear_outputs, model_digest, text_digest, write_identity_of_file
 from ftk.eval.predict import auto_batch_size, predict, predict_sharded, visible_gpus
 from ftk.eval.predictions import PREDICTIONS, align, read_done, read_prediction_rows
 from ftk.eval.report import write_outputs
@@ -68,6 +70,14 @@ def check_eval_options(task: TaskSpec, *, mode: str, engine: str, out_dir: Path)
         raise FtkError("output exists and is not a folder (expected a folder for the evaluation)", path=out_dir)
 
 
+def parse_shard(shard: str) -> tuple[int, int]:
+    """`I/N` of a sharded eval's worker (a hidden option, checked all the same): 0 <= I < N."""
+    i, sep, n = shard.partition("/")
+    if not (sep and i.isascii() and i.isdigit() and n.isascii() and n.isdigit() and int(i) < int(n)):
+        raise FtkError(f"--shard {shard!r}: expected I/N with 0 <= I < N (ftk's own workers pass it)")
+    return int(i), int(n)
+
+
 def model_for(manifest: dict, recipe: Recipe, run_dir: Path, checkpoint: str | None = None) -> tuple[str, str | None, Path]:
     """(model path, adapter, weights folder) that a run's eval loads: the final model or a checkpoint;
     for a base-model "run" (`ftk eval --base`), the recipe's own model, untrained."""
@@ -90,12 +100,14 @@ def model_for(manifest: dict, recipe: Recipe, run_dir: Path, checkpoint: str | N
 def evaluate_run(run_dir: str | Path, *, out_dir: str | Path | None = None, batch_size: int | None = None,
                  limit: int | None = None, split: str | None = None, mode: str | None = None,
                  engine: str = "hf", shards: int | None = None, shard: str | None = None,
-                 checkpoint: str | None = None) -> tuple[dict, Path]:
+                 checkpoint: str | None = None, fresh: bool = False) -> tuple[dict, Path]:
     """Evaluate a finished training run (or one of its checkpoints, or a base-model folder made by
     `ftk eval --base`) on its recipe's eval split; write reports to out_dir.
 
     Everything is checked before the output folder is made: the run, its task (the run's own
     copy of the task YAML), the split (the very file the run recorded), the model, the options.
+    Predictions already in the folder are reused only when the same model, mode, engine, prompt
+    settings and data made them (eval/identity.py); `fresh` starts the folder anew.
     """
     run_dir = Path(run_dir)
     manifest, recipe, _ = read_run(run_dir)
@@ -125,7 +137,7 @@ def evaluate_run(run_dir: str | Path, *, out_dir: str | Path | None = None, batc
                   cutoff_len=recipe.train.cutoff_len, trust_remote_code=recipe.model.trust_remote_code,
                   mode=mode, engine=engine, prompt_template=prompt_template_of(data_manifest, task))
     if shard is not None:  # a worker of a sharded eval: predict its slice only
-        i, n = (int(x) for x in shard.split("/"))
+        i, n = parse_shard(shard)
         predict(records[i::n], Path(out_dir), file_name=f"predictions.shard-{i}.jsonl", progress=False,
                 room_records=records, **kwargs)
         return {}, Path(out_dir)
@@ -133,13 +145,60 @@ def evaluate_run(run_dir: str | Path, *, out_dir: str | Path | None = None, batc
     if shards > 1 and not head and not visible_gpus():
         print(f"[ftk] warning: --shards {shards} with no GPU runs {shards} CPU processes that share this machine's "
               f"cores, each loading the model: usually slower than one", file=sys.stderr, flush=True)
+    identity = {
+        "made_by": f"{manifest.get('name')} {'checkpoint ' + checkpoint if checkpoint else '(final model)'}",
+        "model": model_digest(weights) or str(weights),
+        "base_model": (model_digest(model_path) or model_path) if adapter else None,
+        "checkpoint": checkpoint, "mode": "head" if head else mode, "engine": engine,
+        "template": recipe.model.template, "cutoff_len": recipe.train.cutoff_len,
+        "max_new_tokens": None if head else recipe.eval.max_new_tokens,
+        "prompt": text_digest(prompt_template_of(data_manifest, task), task.base_instruction if base else None,
+                              task.labels if task.is_classification else None),
+        "split": split, "data_sha256": split_sha256(recipe.data.prepared_dir, data_manifest, split),
+    }
+    created = not Path(out_dir).exists()
+    claim(Path(out_dir), identity, fresh=fresh)
     done = read_done(Path(out_dir) / PREDICTIONS)
-    fresh = sum(r["id"] not in done for r in records)  # rows this call predicts (the rest are reused)
+    fresh_rows = sum(r["id"] not in done for r in records)  # rows this call predicts (the rest are reused)
+    try:
+        preds, seconds = _predict_all(head, shards, base, records, out_dir, weights, recipe, task, kwargs, manifest,
+                                      run_dir, split, mode, engine, limit, checkpoint)
+    except BaseException:
+        if created and not read_done(Path(out_dir) / PREDICTIONS):  # nothing predicted: leave nothing behind
+            clear_outputs(Path(out_dir))
+            with contextlib.suppress(OSError):
+                Path(out_dir).rmdir()
+        raise
+    if head:
+        shards, mode = 1, "head"
+    metrics, rows = score(task, records, preds, base=base)
+    # throughput of this call's own predictions (model load included); when every row was reused (a
+    # re-scoring), the figures of the call that made them, from the metrics it wrote, else none
+    metrics["eval_seconds"] = round(seconds, 2)
+    metrics["examples_per_s"] = round(fresh_rows / seconds, 3) if fresh_rows > 0 and seconds > 0 else None
+    metrics["reused_rows"] = len(records) - fresh_rows
+    if fresh_rows == 0:
+        metrics.update(_earlier_throughput(Path(out_dir) / "metrics.json", len(records)))
+    metrics["truncated_prompts"] = sum(bool(preds[r["id"]].get("truncated")) for r in records)
+    metrics["cutoff_len"] = recipe.train.cutoff_len
+    metrics.update({"run_dir": str(run_dir), "split": split, "model": model_path, "adapter": adapter,
+                    "checkpoint": checkpoint, "mode": mode, "engine": engine, "shards": shards,
+                    "identity": {k: v for k, v in identity.items() if k != "made_by"}})
+    write_outputs(out_dir, metrics, rows, task)
+    return metrics, out_dir
+
+
+def split_sha256(prepared_dir: str | Path, data_manifest: dict, split: str) -> str:
+    info = data_manifest.get("splits", {}).get(split, {})
+    return info.get("sha256") or sha256_file(Path(prepared_dir) / info["file"])
+
+
+def _predict_all(head, shards, base, records, out_dir, weights, recipe, task, kwargs, manifest, run_dir, split,
+                 mode, engine, limit, checkpoint) -> tuple[dict, float]:
     started = time.perf_counter()
     if head:
         from ftk.eval.heads import head_info, predict_heads
 
-        shards, mode = 1, "head"
         preds = predict_heads(records, Path(out_dir), model_dir=weights, base_model=recipe.model.name_or_path,
                               task=task, cutoff_len=recipe.train.cutoff_len, batch_size=kwargs["batch_size"],
                               trust_remote_code=recipe.model.trust_remote_code,
@@ -153,20 +212,7 @@ def evaluate_run(run_dir: str | Path, *, out_dir: str | Path | None = None, batc
         preds = predict_sharded(run_dir, records, Path(out_dir), shards, extra)
     else:
         preds = predict(records, Path(out_dir), **kwargs)
-    seconds = time.perf_counter() - started
-    metrics, rows = score(task, records, preds, base=base)
-    # throughput of this call's own predictions (model load included); when every row was reused (a
-    # re-scoring), the figures of the call that made them, from the metrics it wrote, else none
-    metrics["eval_seconds"] = round(seconds, 2)
-    metrics["examples_per_s"] = round(fresh / seconds, 3) if fresh > 0 and seconds > 0 else None
-    if fresh == 0:
-        metrics.update(_earlier_throughput(Path(out_dir) / "metrics.json", len(records)))
-    metrics["truncated_prompts"] = sum(bool(preds[r["id"]].get("truncated")) for r in records)
-    metrics["cutoff_len"] = recipe.train.cutoff_len
-    metrics.update({"run_dir": str(run_dir), "split": split, "model": model_path, "adapter": adapter,
-                    "checkpoint": checkpoint, "mode": mode, "engine": engine, "shards": shards})
-    write_outputs(out_dir, metrics, rows, task)
-    return metrics, out_dir
+    return preds, time.perf_counter() - started
 
 
 def _earlier_throughput(path: Path, n: int) -> dict:
@@ -224,6 +270,7 @@ def evaluate_predictions(path: str | Path, task_name: str, out_dir: str | Path, 
     metrics, scored = score(task, records, preds)
     metrics.update({"predictions": str(path), "format": fmt, "split": split})
     out_dir.mkdir(parents=True, exist_ok=True)
+    write_identity_of_file(out_dir, path)  # so `ftk eval RUN --out` here never takes these rows as its own
     with open(out_dir / PREDICTIONS, "w", encoding="utf-8") as fh:
         for r in records:
             fh.write(json.dumps(preds[r["id"]], ensure_ascii=False) + "\n")

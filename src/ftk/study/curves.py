@@ -49,7 +49,8 @@ def _loss_at(rows: list[dict], step: int, key: str) -> float | None:
 
 
 def checkpoint_curve(run_dir: str | Path, spec: str, *, split: str | None = None, mode: str | None = None,
-                     batch_size: int | None = None, limit: int | None = None, engine: str = "hf") -> tuple[dict, Path]:
+                     batch_size: int | None = None, limit: int | None = None, engine: str = "hf",
+                     fresh: bool = False) -> tuple[dict, Path]:
     run_dir = Path(run_dir)
     manifest, recipe, _ = read_run(run_dir)
     model_dir = Path(manifest.get("model_dir") or run_dir / "model")
@@ -59,7 +60,7 @@ def checkpoint_curve(run_dir: str | Path, spec: str, *, split: str | None = None
     metrics = {}
     for step in steps:
         metrics, eval_dir = evaluate_run(run_dir, split=split, mode=mode, batch_size=batch_size, limit=limit,
-                                         engine=engine, checkpoint=str(step))
+                                         engine=engine, checkpoint=str(step), fresh=fresh)
         head = metrics["headline"]
         lo, hi = metrics.get("ci95", {}).get(head, [None, None])
         rows.append({"step": step, head: metrics[head], "ci95_low": lo, "ci95_high": hi,
