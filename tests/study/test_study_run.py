@@ -170,3 +170,75 @@ def test_a_moved_study_folder_reports_from_any_directory(finished, tmp_path):
         assert json.loads((moved / "trials" / "base.json").read_text())["run_dir"].startswith("runs/")
     finally:
         moved.rename(out)
+
+
+@pytest.mark.parametrize("change, says", [
+    ({"eval": {"limit": 50}}, "study.eval.limit: none -> 50"),
+    ({"overrides": ["train.max_steps=10"]}, "train.max_steps: 20 -> 10"),
+])
+def test_a_study_changed_since_its_trials_ran_is_refused_not_reused(finished, study_file, tmp_path, change, says):
+    """Trials recorded as done were reused whatever the study file, recipe or evaluation said now
+    (issue 32): a changed study reported the old trials' results as its own. Now every done trial's
+    recorded settings must equal the study's; else one line naming what differs, before anything in
+    the folder is touched."""
+    ref_out, _ = finished
+    out = tmp_path / "copy"
+    shutil.copytree(ref_out, out)
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump({**yaml.safe_load(study_file.read_text()), **change}))
+    proc = ftk_here("study", "run", changed, "--out", out, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is recorded as done with other settings" in lines[0] and says in lines[0], lines
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
+
+
+def test_a_checkpoint_evaluation_does_not_take_the_final_models_answers(finished):
+    out, _ = finished
+    trial = _state(out, "t00-")
+    proc = ftk_here("eval", trial["run_dir"], "--checkpoint", "10", "--out", trial["eval_dir"])
+    assert proc.returncode == 2 and "checkpoint: none -> 10" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_a_failing_trial_is_one_line_and_the_finished_ones_are_kept(study_file, tmp_path):
+    """A trial whose training fails ended the study in a traceback (issue 32): now one line naming the
+    trial, the trainer's exit code, and the finished trials stay done."""
+    broken = tmp_path / "broken-model"
+    recipe = yaml.safe_load((study_file.parent / "recipe.yaml").read_text())
+    shutil.copytree(recipe["model"]["name_or_path"], broken)
+    (broken / "model.safetensors").write_bytes(b"these are not weights\n" * 100)
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump({"name": "broken", "recipe": str(study_file.parent / "recipe.yaml"),
+                                     "base": False, "overrides": [f"model.name_or_path={broken}"],
+                                     "grid": {"train.learning_rate": [1.0e-3]}}))
+    proc = ftk_here("study", "run", study, "--out", tmp_path / "out", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: study broken: trial t00-") and "training failed with exit code 1" in last, last
+    assert "run the study again to resume" in last
+
+
+def test_ctrl_c_during_a_study_exits_130_in_one_line(study_file, tmp_path):
+    """Ctrl-C during `ftk study run` exited 1 with a traceback (issue 32)."""
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump({"name": "long", "recipe": str(study_file.parent / "recipe.yaml"), "base": False,
+                                     "overrides": ["train.max_steps=100000"],
+                                     "grid": {"train.learning_rate": [1.0e-3]}}))
+    out = tmp_path / "out"
+    proc = subprocess.Popen([str(FTK), "study", "run", str(study), "--out", str(out)], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None and not list(out.glob("runs/*/model/trainer_log.jsonl")):
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: the whole foreground process group
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "interrupted" in err.strip().splitlines()[-1], err[-2000:]
+    assert not list((out / "trials").glob("*.json")), "an interrupted trial is not recorded as done"

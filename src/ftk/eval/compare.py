@@ -18,6 +18,7 @@ from ftk.errors import FtkError
 from ftk.eval.extract import make_extractor
 from ftk.eval.metrics import classification_metrics, label_codes, macro_f1_from_codes
 from ftk.eval.predictions import read_done
+from ftk.fileio import iter_jsonl
 
 HEADLINE = ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "mcc", "invalid_rate")
 
@@ -95,7 +96,13 @@ def _read_scores(d: Path) -> dict[str, dict]:
     path = d / "scores.jsonl"
     if not path.exists():
         raise FtkError("no scores.jsonl (evaluate again with this ftk version)", path=d)
-    return {r["id"]: r for r in (json.loads(line) for line in path.open()) }
+    out: dict[str, dict] = {}
+    for lineno, row, problem in iter_jsonl(path, errors="replace"):
+        if problem or "id" not in row or "correct" not in row:
+            raise FtkError(problem or "expected `id` and `correct` on every row (damaged or edited by hand)",
+                           path=path, where=str(lineno))
+        out[row["id"]] = row
+    return out
 
 
 def _numeric(m: dict) -> dict[str, float]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from ftk.errors import FtkError
 from ftk.eval.compare import N_BOOT, compare
 from ftk.eval.metrics import classification_metrics
 from ftk.eval.report import ci_method, one_class
-from ftk.fileio import write_json, write_text
+from ftk.fileio import read_json, write_json, write_text
 from ftk.study.state import load_states
 
 
@@ -73,9 +72,9 @@ def study_report(sdir: str | Path) -> dict:
     metric, direction = study_options(sdir)
     rows, methods, trivial = [], set(), None
     for s in states:
-        m = json.loads(Path(s["eval_dir"], "metrics.json").read_text(encoding="utf-8"))
+        m = read_json(Path(s["eval_dir"], "metrics.json"), what="trial metrics", required=("headline",))
         trivial = trivial or majority_baseline(m, metric or m["headline"])
-        run = json.loads(Path(s["run_dir"], "manifest.json").read_text(encoding="utf-8"))
+        run = read_json(Path(s["run_dir"], "manifest.json"), what="trial run manifest")
         head = metric or m["headline"]
         if head not in m:
             raise FtkError(f"the study's metric {head!r} is not in this evaluation (it has {m['headline']!r})",

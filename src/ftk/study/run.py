@@ -7,6 +7,7 @@ searches with Optuna (its storage in the study folder), and the report is writte
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,11 +53,64 @@ def plan_trials(spec: StudySpec, recipe_path: Path, sdir: Path) -> list[Trial]:
     return trials
 
 
+# Keys that name where a trial's files go, not what it trains or evaluates.
+_WHERE_KEYS = ("name", "runs_dir", "data.prepared_dir")
+
+
+def _flat(obj, prefix: str = "") -> dict:
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: obj}
+
+
+def trial_identity(trial: Trial, spec: StudySpec, recipe_path: Path) -> dict:
+    """What a trial's result depends on: its resolved recipe (every key, flattened; not the folders it
+    writes to), the task file's sha256 and the study's evaluation settings. A trial recorded as done
+    is reused only when this is equal."""
+    from ftk.data.task import load_task
+
+    r = load_recipe(recipe_path, trial.overrides)
+    flat = {k: v for k, v in _flat(r.model_dump(mode="json")).items()
+            if k not in _WHERE_KEYS and not k.endswith((".prepared_dir", ".runs_dir"))}
+    try:
+        flat["task_sha256"] = load_task(r.stage_recipes()[-1][1].task).sha256
+    except FtkError:
+        flat["task_sha256"] = None
+    flat.update({f"study.eval.{k}": v for k, v in _flat(spec.eval.model_dump(mode="json")).items()})
+    return json.loads(json.dumps(flat))  # as it reads back from the state file (tuples -> lists)
+
+
+def check_done(trial: Trial, spec: StudySpec, recipe_path: Path, sdir: Path) -> bool:
+    """Whether the trial is recorded as done with the same identity; FtkError (one line) when it is
+    recorded with another (the study file, recipe, task or evaluation changed since)."""
+    from ftk.eval.identity import differences
+    from ftk.study.state import read_state
+
+    if not is_done(sdir, trial.id):
+        return False
+    path = state_path(sdir, trial.id)
+    state = read_state(path)
+    hint = f"run the study into another --out folder, or remove {path} to run this trial again"
+    recorded = state.get("identity")
+    if not isinstance(recorded, dict):
+        raise FtkError(f"trial {trial.id} is recorded as done without the settings it ran with (an older ftk), so "
+                       f"it cannot be reused as this study's; {hint}", path=path)
+    diff = differences(recorded, trial_identity(trial, spec, recipe_path))
+    if diff:
+        more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
+        raise FtkError(f"trial {trial.id} is recorded as done with other settings ({'; '.join(diff[:3])}{more}); "
+                       f"reusing it would report another setting's result; {hint}", path=path)
+    return True
+
+
 def run_trial(trial: Trial, spec: StudySpec, recipe_path: Path, sdir: Path) -> dict:
     """Train (or, for the base row, make the base folder) and evaluate; record the trial as done."""
     from ftk.eval.base import make_base_run
     from ftk.eval.evaluate import evaluate_run
-    from ftk.train.run import train
+    from ftk.train.run import TrainingFailed, train
     from ftk.validate import check_for_training
 
     recipe = check_for_training(recipe_path, trial.overrides)
@@ -64,15 +118,20 @@ def run_trial(trial: Trial, spec: StudySpec, recipe_path: Path, sdir: Path) -> d
     extra_env = {"WANDB_RUN_GROUP": spec.name} if recipe.tracking.report_to == "wandb" else None
     what = "the base model" if trial.base else (", ".join(as_overrides(trial.varied)) or "the recipe as it is")
     print(f"[study] trial {trial.id}: {what}", flush=True)
-    if trial.base:
-        run_dir = make_base_run(recipe, recipe_path, trial.overrides, runs_dir=sdir / "runs")
-    else:
-        run_dir = train(recipe, recipe_path, trial.overrides, extra_env=extra_env)
+    identity = trial_identity(trial, spec, recipe_path)
+    try:
+        if trial.base:
+            run_dir = make_base_run(recipe, recipe_path, trial.overrides, runs_dir=sdir / "runs")
+        else:
+            run_dir = train(recipe, recipe_path, trial.overrides, extra_env=extra_env)
+    except TrainingFailed as exc:
+        raise TrainingFailed(f"study {spec.name}: trial {trial.id} failed ({exc}); finished trials are kept: run "
+                             "the study again to resume", exc.code) from None
     metrics, eval_dir = evaluate_run(run_dir, split=spec.eval.split, mode=spec.eval.mode, limit=spec.eval.limit)
     head = metrics["headline"]
     state = {"id": trial.id, "varied": trial.varied, "overrides": trial.overrides, "base": trial.base,
              "run_dir": portable(sdir, run_dir), "eval_dir": portable(sdir, eval_dir), "headline": head,
-             "value": metrics[head]}
+             "value": metrics[head], "identity": identity}
     write_json(state_path(sdir, trial.id), state)
     print(f"[study] trial {trial.id} done: {head} {metrics[head]:.4f}", flush=True)
     return state
@@ -116,6 +175,8 @@ def run_study(path: str | Path, *, out: str | Path | None = None, dry_run: bool 
 
         first = next((t for t in trials if not t.base), None)
         check_for_training(recipe_path, first.overrides if first else spec.overrides)
+    # trials recorded as done must have run with these settings: checked before the folder is touched
+    done = {t.id for i, t in enumerate(trials) if (only is None or i == only) and check_done(t, spec, recipe_path, sdir)}
     sdir.mkdir(parents=True, exist_ok=True)
     keep_study_copy(Path(path), recipe_path, sdir)
     if slurm:
@@ -124,10 +185,10 @@ def run_study(path: str | Path, *, out: str | Path | None = None, dry_run: bool 
         submit_array(spec, path, recipe_path, trials, sdir)
         return sdir
     if only is not None:  # one array task of a SLURM study
-        if not is_done(sdir, trials[only].id):
+        if trials[only].id not in done:
             run_trial(trials[only], spec, recipe_path, sdir)
         return sdir
-    todo = [t for t in trials if not is_done(sdir, t.id)]
+    todo = [t for t in trials if t.id not in done]
     if len(todo) < len(trials):
         print(f"[study] {len(trials) - len(todo)} of {len(trials)} trial(s) already done; running the rest", flush=True)
     for t in todo:

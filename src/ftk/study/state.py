@@ -3,10 +3,10 @@ evaluation are done (so a re-run skips it), read by the report."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ftk.errors import FtkError
+from ftk.fileio import read_json
 
 STATE_DIR = "trials"
 
@@ -41,14 +41,24 @@ def _resolved(sdir: Path, state: dict) -> dict:
     return out
 
 
+REQUIRED = {"id": str, "run_dir": str, "eval_dir": str, "varied": dict}  # what the report reads
+
+
+def read_state(path: Path) -> dict:
+    """One trial's state file, checked key by key (a damaged or hand-edited file is one line)."""
+    state = read_json(path, what="trial state", required=tuple(REQUIRED))
+    for key, kind in REQUIRED.items():
+        if not isinstance(state[key], kind) or isinstance(state[key], bool):
+            raise FtkError(f"trial state key `{key}` has the wrong type ({type(state[key]).__name__}); damaged or "
+                           "edited by hand (remove the file to run the trial again)", path=path, where=key)
+    return state
+
+
 def load_states(sdir: Path) -> list[dict]:
     """Every finished trial, the base row first, its folders as paths that work from here."""
     states = []
     for p in sorted((Path(sdir) / STATE_DIR).glob("*.json")):
-        try:
-            states.append(_resolved(sdir, json.loads(p.read_text(encoding="utf-8"))))
-        except ValueError as exc:
-            raise FtkError(f"not valid JSON ({exc})", path=p) from None
+        states.append(_resolved(sdir, read_state(p)))
     if not states:
         raise FtkError("no finished trials here (run `ftk study run STUDY.yaml` first)", path=sdir)
     return sorted(states, key=lambda s: (not s.get("base"), s["id"]))
