@@ -44,6 +44,15 @@ def test_task_yaml_errors_name_file_and_key(tmp_path):
     ("['', b]", "is empty"),
     ("['  ', b]", "is empty"),
     ("[World, world, Sports]", "'World' and 'world' differ only by case"),
+    # issue 32: labels an exact answer could never match, or that would break a prompt or a report line
+    ("[World, 'World ', Sports]", "'World ' has surrounding whitespace"),
+    ("['World Cup', 'world  cup']", "differ only by case or spacing"),
+    ("[\"a\\nb\", c]", "holds the control or format character '\\n'"),
+    ("[\"a\\tb\", c]", "holds the control or format character '\\t'"),
+    ("[\"a\\u200bb\", c]", "control or format character"),
+    (f"[{'x' * 100_000}, b]", "has 100,000 characters (at most 200"),
+    ("[" + ", ".join(f"l{i}" for i in range(10_001)) + "]", "at most 10000 items"),
+    ("[a, b, a]", "must be unique ('a' appears twice)"),
 ])
 def test_labels_that_would_corrupt_the_metrics_are_refused(tmp_path, labels, expected):
     """A label named like the invalid marker turned garbage into correct answers; an empty label or two

@@ -177,3 +177,21 @@ def test_ten_thousand_labels_stay_small_and_fast(tmp_path):
     assert m["accuracy"] == pytest.approx(accuracy_score(gold, pred))
     assert m["mcc"] == pytest.approx(matthews_corrcoef(gold, pred), abs=1e-9)
     assert m["macro_f1"] == pytest.approx(f1_score(gold, pred, labels=labels, average="macro", zero_division=0))
+
+
+def test_macro_f1_from_codes_equals_scikit_learn_on_resamples_and_many_labels():
+    """The bootstrap's macro-F1 is counted per class (issue 32: a 10,000-label task spent minutes
+    building a labels x labels matrix per resample); it equals scikit-learn's on every resample."""
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(1)
+    for k in (2, 7, 3000):
+        labels = [f"l{i}" for i in range(k)]
+        gold = [labels[i] for i in rng.integers(0, k, 300)]
+        pred = [g if rng.random() < 0.5 else ("[invalid]" if rng.random() < 0.3 else labels[int(rng.integers(0, k))])
+                for g in gold]
+        codes = M.label_codes(gold, pred, labels)
+        for idx in (np.arange(300), rng.integers(0, 300, 300), rng.integers(0, 300, 300)):
+            ref = f1_score([gold[i] for i in idx], [pred[i] for i in idx], labels=labels, average="macro",
+                           zero_division=0)
+            assert M.macro_f1_from_codes(codes[idx], k) == pytest.approx(ref, abs=1e-12)

@@ -14,6 +14,7 @@ import difflib
 import hashlib
 import re
 import string
+import unicodedata
 from pathlib import Path
 from typing import Literal
 
@@ -22,6 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 from ftk.errors import FtkError
 from ftk.yamlio import read_model
 
+# Bounds on what a task may ask for: a label is an answer a model writes, and eval reserves room for
+# the longest one in every prompt and scores every label in choice mode.
+MAX_LABELS = 10_000
+MAX_LABEL_CHARS = 200
 INVALID_LABEL = "[invalid]"  # what extraction makes of an unparseable answer (eval/extract.py)
 
 BUILTIN_DIR = Path(__file__).parent / "tasks"
@@ -169,7 +174,9 @@ class TaskSpec(_Strict):
     name: str
     kind: Kind
     description: str = ""
-    labels: list[str] = Field(default_factory=list, description="class labels, or entity types for ner")
+    labels: list[str] = Field(default_factory=list, max_length=MAX_LABELS,
+                              description=f"class labels, or entity types for ner (at most {MAX_LABELS:,}, each at "
+                                          f"most {MAX_LABEL_CHARS} characters, printable, no surrounding spaces)")
     sources: dict[str, SourceSpec]
     prompts: PromptSpec = Field(default_factory=lambda: PromptSpec(default="plain", versions={"plain": ""}))
     target: str = "{label}"
@@ -208,19 +215,33 @@ class TaskSpec(_Strict):
                 raise ValueError(f"sources.{fmt}.label_column: required for a {self.kind} task")
             for raw, name in (src.label_map or {}).items():
                 if name not in self.labels:
-                    raise ValueError(f"sources.{fmt}.label_map: {raw!r}: {name!r} is not one of the labels {self.labels}")
+                    raise ValueError(f"sources.{fmt}.label_map: {raw!r}: {name!r} is not one of the labels "
+                                     f"{self.labels[:10]}{' ...' if len(self.labels) > 10 else ''}")
         if len(set(self.labels)) != len(self.labels):
-            raise ValueError(f"labels: must be unique, got {self.labels}")
+            seen: set[str] = set()
+            dup = next(lab for lab in self.labels if lab in seen or seen.add(lab))
+            raise ValueError(f"labels: must be unique ({dup[:60]!r} appears twice)")
         folded: dict[str, str] = {}
         for lab in self.labels:
             if not lab.strip():
                 raise ValueError(f"labels: {lab!r} is empty (an empty answer could not be told from no answer)")
             if lab.strip().casefold() == INVALID_LABEL:
                 raise ValueError(f"labels: {lab!r} is the name ftk gives an unparseable answer (choose another)")
-            if lab.casefold() in folded:
-                raise ValueError(f"labels: {folded[lab.casefold()]!r} and {lab!r} differ only by case (answers are "
-                                 f"matched without case)")
-            folded[lab.casefold()] = lab
+            if len(lab) > MAX_LABEL_CHARS:
+                raise ValueError(f"labels: {lab[:40]!r}... has {len(lab):,} characters (at most {MAX_LABEL_CHARS}: "
+                                 "a label is an answer the model writes and every prompt reserves room for)")
+            if lab != lab.strip():
+                raise ValueError(f"labels: {lab!r} has surrounding whitespace (answers are stripped before they are "
+                                 "matched, so it could never be answered exactly)")
+            bad = next((c for c in lab if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")), None)
+            if bad is not None:
+                raise ValueError(f"labels: {lab!r} holds the control or format character {bad!r} (a label is one "
+                                 "line of printable text)")
+            key = " ".join(lab.split()).casefold()
+            if key in folded:
+                raise ValueError(f"labels: {folded[key]!r} and {lab!r} differ only by case or spacing (answers are "
+                                 f"matched without either)")
+            folded[key] = lab
         return self
 
     @property
