@@ -35,7 +35,7 @@ from ftk.errors import FtkError
 from ftk.fileio import fds_to
 from ftk.recipe import Recipe, load_recipe
 from ftk.train import environment
-from ftk.train.llamafactory import llamafactory_verbosity, owned_key_problems, template_names
+from ftk.train.llamafactory import llamafactory_args_problems, llamafactory_verbosity, template_names
 
 HARDWARE_KEYS = ("bf16", "fp16", "deepspeed", "flash_attn", "quantization_bit")
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
@@ -53,7 +53,8 @@ def validate_recipe(path: str | Path, overrides: list[str] | None = None, *,
     """Check a recipe; raise one FtkError listing every problem, or return the report (with notes)."""
     recipe = load_recipe(path, overrides)  # schema errors: all at once, with file and key
     rp = str(path)
-    errors: list[str] = [f"{rp}: {e}" for e in environment.recipe_problems(recipe) + owned_key_problems(recipe)]
+    errors: list[str] = [f"{rp}: {e}"
+                         for e in environment.recipe_problems(recipe) + llamafactory_args_problems(recipe)]
     notes: list[str] = []
     for name, stage in recipe.stage_recipes():
         pre = "" if name == "main" else f"stages.{name}: "

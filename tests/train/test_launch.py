@@ -154,6 +154,27 @@ def test_llamafactory_args_cannot_override_what_ftk_sets(tmp_path, key, belongs)
     assert belongs in proc.stderr
 
 
+@pytest.mark.parametrize("key, value, why", [
+    ("max_samples", 10, "changes the data the model is trained on"),
+    ("val_size", 0.1, "changes the data the model is trained on"),
+    ("tokenized_path", "/tmp/tok", "changes the data the model is trained on"),
+    ("logging_dir", "/tmp/logs", "reads or writes outside the run directory"),
+    ("push_to_hub", True, "uploads the model"),
+    ("use_unsloth", True, "changes which model code runs"),
+    ("some_future_key", 1, "not on ftk's list of LLaMA-Factory keys known to be safe"),
+])
+def test_llamafactory_args_pass_only_keys_known_to_be_safe(tmp_path, key, value, why):
+    """An allowlist, not a denylist (issue 32): keys that changed the data behind ftk's back, wrote
+    outside the run, uploaded or swapped the model code slipped through; and so would the next new
+    key. Each is refused with its reason, all at once, while a safe key passes."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"extends: {S0}\nllamafactory_args: {{{key}: {value}, max_grad_norm: 0.5}}\n")
+    proc = ftk_here("validate", bad, "--skip-data")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert str(bad) in proc.stderr and f"`llamafactory_args.{key}`: " in proc.stderr and why in proc.stderr
+    assert "max_grad_norm" not in proc.stderr
+
+
 def test_validate_cli_reports_file_and_key(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(f"extends: {S0}\nllamafactory_args: {{predict_with_generate: true}}\ntrain: {{warmup: 3}}\n")
@@ -172,7 +193,7 @@ def test_validate_catches_unknown_template_and_llamafactory_key(tmp_path):
         validate_recipe(bad)
     msg = str(exc.value)
     assert "`model.template`: 'llama33' is not a LLaMA-Factory template; did you mean 'llama3'?" in msg
-    assert "unknown LLaMA-Factory key(s)" in msg and "not_a_key" in msg
+    assert "`llamafactory_args.not_a_key`: not on ftk's list of LLaMA-Factory keys known to be safe" in msg
 
 
 def test_schema_prints_json_schema():

@@ -189,13 +189,80 @@ OWNED_KEYS = {
 }
 
 
-def owned_key_problems(recipe) -> list[str]:
-    """`llamafactory_args` keys that ftk sets itself, each with the recipe key it belongs to."""
+# LLaMA-Factory (and transformers TrainingArguments) keys that `llamafactory_args` may pass through: they
+# change how the model trains (optimizer, precision, memory, regularisation, LoRA variants) but not which
+# data it sees, where anything is written, what is uploaded or what code runs. Everything else is refused
+# with its reason: a denylist misses the next key that does one of those things; this list does not.
+SAFE_KEYS = frozenset({
+    # optimizer and schedule
+    "optim", "optim_args", "optim_target_modules", "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm",
+    "lr_scheduler_kwargs", "label_smoothing_factor", "neftune_noise_alpha", "data_seed", "full_determinism",
+    "use_galore", "galore_target", "galore_rank", "galore_update_interval", "galore_scale", "galore_proj_type",
+    "galore_layerwise", "use_badam", "badam_mode", "badam_start_block", "badam_switch_mode", "badam_switch_interval",
+    "badam_update_ratio", "badam_mask_mode", "badam_verbose", "use_apollo", "apollo_target", "apollo_rank",
+    "apollo_update_interval", "apollo_scale", "apollo_proj", "apollo_proj_type", "apollo_scale_type",
+    "apollo_layerwise", "apollo_scale_front", "use_adam_mini", "use_muon", "loraplus_lr_ratio",
+    "loraplus_lr_embedding",
+    # precision, memory and speed
+    "tf32", "half_precision_backend", "bf16_full_eval", "fp16_full_eval", "gradient_checkpointing",
+    "gradient_checkpointing_kwargs", "disable_gradient_checkpointing", "use_reentrant_gc", "upcast_layernorm",
+    "upcast_lmhead_output", "torch_compile", "torch_compile_backend", "torch_compile_mode", "enable_liger_kernel",
+    "torch_empty_cache_steps", "low_cpu_mem_usage", "infer_dtype", "compute_dtype", "shift_attn",
+    "mixture_of_depths", "rope_scaling", "moe_aux_loss_coef", "disable_shuffling", "group_by_length",
+    "dataloader_pin_memory", "dataloader_persistent_workers", "dataloader_prefetch_factor", "dataloader_drop_last",
+    "ddp_find_unused_parameters", "ddp_bucket_cap_mb", "ddp_broadcast_buffers", "average_tokens_across_devices",
+    "use_cpu",
+    # what the loss sees of each (ftk-prepared) example
+    "train_on_prompt", "mask_history", "ignore_pad_token_for_loss",
+    # LoRA / freeze variants (the method's own keys are ftk's: method.*)
+    "use_rslora", "use_dora", "pissa_init", "pissa_iter", "lora_bias", "additional_target", "create_new_adapter",
+    "freeze_extra_modules", "freeze_trainable_modules", "freeze_vision_tower", "freeze_multi_modal_projector",
+    "use_llama_pro", "train_mm_proj_only",
+    # saving and logging inside the run directory
+    "save_strategy", "save_only_model", "save_safetensors", "save_on_each_node", "logging_first_step",
+    "logging_strategy", "logging_nan_inf_filter", "include_num_input_tokens_seen", "include_tokens_per_second",
+    "load_best_model_at_end", "metric_for_best_model", "greater_is_better", "eval_on_start",
+    "eval_accumulation_steps", "per_device_eval_batch_size", "eval_strategy", "disable_tqdm", "log_level",
+    "log_level_replica", "print_param_status", "predict_with_generate",
+})
+
+# Why the keys that are not passed through are refused, by what they would do behind ftk's back.
+REFUSED = {
+    **dict.fromkeys(("max_samples", "val_size", "tokenized_path", "streaming", "buffer_size", "mix_strategy",
+                     "interleave_probs", "default_system", "tool_format", "enable_thinking", "packing_side",
+                     "media_dir", "image_dir", "dataset_dir", "overwrite_cache", "preprocessing_batch_size"),
+                    "changes the data the model is trained on behind the prepared data and its manifest (set it in "
+                    "the recipe's `data` or `train` section, or prepare the data that way)"),
+    **dict.fromkeys(("logging_dir", "cache_dir", "export_dir", "output_dir", "ray_storage_path", "hf_hub_token",
+                     "ms_hub_token", "om_hub_token", "swanlab_logdir"),
+                    "reads or writes outside the run directory, or carries a credential (not recorded in a manifest)"),
+    **dict.fromkeys(("push_to_hub", "hub_model_id", "hub_strategy", "hub_token", "hub_private_repo",
+                     "hub_always_push", "export_hub_model_id", "use_swanlab", "swanlab_project"),
+                    "uploads the model or logs (use `tracking.report_to` for trackers; upload a finished run yourself)"),
+    **dict.fromkeys(("trust_remote_code", "use_unsloth", "use_unsloth_gc", "model_revision", "use_kt"),
+                    "changes which model code runs or which weights load (use the recipe's `model` section)"),
+}
+
+
+def llamafactory_args_problems(recipe) -> list[str]:
+    """Every `llamafactory_args` key that is not passed through, with the reason: set by ftk itself
+    (the recipe key it belongs to), refused for what it would do, or not on the list of keys known to
+    be safe to pass (SAFE_KEYS)."""
     problems: list[str] = []
     for name, stage in recipe.stage_recipes():
         pre = "" if name == "main" else f"stages.{name}: "
-        for key in sorted(k for k in stage.llamafactory_args if k in OWNED_KEYS):
-            problem = f"{pre}`llamafactory_args.{key}`: ftk sets this key itself from {OWNED_KEYS[key]}; set it there"
+        for key in sorted(map(str, stage.llamafactory_args)):
+            if key in OWNED_KEYS:
+                why = f"ftk sets this key itself from {OWNED_KEYS[key]}; set it there"
+            elif key in REFUSED:
+                why = f"refused: it {REFUSED[key]}"
+            elif key not in SAFE_KEYS:
+                why = ("not on ftk's list of LLaMA-Factory keys known to be safe to pass through (keys that change "
+                       "only how the model trains, not its data, outputs, uploads or code: "
+                       "ftk.train.llamafactory.SAFE_KEYS)")
+            else:
+                continue
+            problem = f"{pre}`llamafactory_args.{key}`: {why}"
             if problem not in problems:
                 problems.append(problem)
     return problems
