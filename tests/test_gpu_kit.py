@@ -73,3 +73,29 @@ def test_kit_on_a_cpu_without_rehearsal_prints_every_row_and_skips_gpu_steps(tmp
         assert r["status"] == "skipped: no CUDA"
         assert f"{r['step']:10} skipped: no CUDA" in summary
     assert summary in proc.stdout
+
+
+@pytest.mark.parametrize("script", ["build.sh --dest", "kit.py --work"])
+@pytest.mark.parametrize("what", ["folder", "file"])
+def test_the_kit_never_removes_what_it_did_not_make(tmp_path, script, what):
+    """build.sh --dest PATH removed an existing folder or file at PATH after building (issue 32); so did
+    kit.py --work. A path the kit did not make (no marker of its own, not empty) is refused up front,
+    exit 2, one line, nothing removed."""
+    target = tmp_path / "mine"
+    if what == "folder":
+        target.mkdir()
+        (target / "thesis.tex").write_text("years of work\n")
+    else:
+        target.write_text("years of work\n")
+    name, flag = script.split()
+    argv = ["bash", str(KIT / name)] if name.endswith(".sh") else [sys.executable, str(KIT / name)]
+    proc = subprocess.run([*argv, flag, str(target), *(["--out", str(tmp_path / "out")] if name == "kit.py" else [])],
+                          capture_output=True, text=True, timeout=120,
+                          env={"PYTHON": sys.executable, "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert str(target) in proc.stderr and "nothing removed" in proc.stderr, proc.stderr
+    if what == "folder":
+        assert (target / "thesis.tex").read_text() == "years of work\n"
+    else:
+        assert target.read_text() == "years of work\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"], "nothing made beside it either"

@@ -6,6 +6,7 @@
 #   scripts/gpu_kit/build.sh --python-version 3.11 --dest /tmp/whl-3.11   # for a rehearsal here
 #
 # Fails (exit 1) when the wheelhouse is over 60 MiB: the device takes 64 MiB per call, repo included.
+# An existing --dest is replaced only when build.sh made it (its .ftk-kit-wheelhouse marker) or it is empty.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -22,9 +23,13 @@ done
 PY=${PYTHON:-$repo/.venv/bin/python}
 [ -x "$PY" ] || { echo "build.sh: $PY not found: run \`make venv\` first (or set PYTHON)" >&2; exit 2; }
 
-stage="$dest.staging-$$"
+. "$here/owned.sh"
+marker=.ftk-kit-wheelhouse
+ours_or_absent "$dest" "$marker" "build.sh: --dest"
+mkdir -p "$(dirname "$dest")"
+stage=$(mktemp -d "$dest.staging-XXXXXX")  # made here, so removed here
 trap 'rm -rf "$stage"' EXIT
-rm -rf "$stage"; mkdir -p "$stage"
+chmod u=rwx,go=rx "$stage"
 
 echo "[kit] ftk's own wheel"
 "$PY" -m pip wheel -q --no-deps -w "$stage" "$repo"
@@ -44,5 +49,7 @@ if awk -v b="$bytes" -v l="$limit_mib" 'BEGIN { exit !(b > l * 1048576) }'; then
   echo "[kit] wheelhouse is $mib MiB, over the $limit_mib MiB limit ($count wheels): nothing written to $dest" >&2
   exit 1
 fi
-rm -rf "$dest"; mv "$stage" "$dest"
+touch "$stage/$marker"
+replace_ours "$dest" "$marker"
+mv "$stage" "$dest"
 echo "[kit] wheelhouse $dest: $count wheels, $mib MiB (limit $limit_mib MiB) for CPython $pyver"

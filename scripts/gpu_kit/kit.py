@@ -343,8 +343,16 @@ def main() -> int:
     kit = Kit(args)
     if not kit.cuda and not args.cpu_rehearsal:
         print("[kit] no CUDA device: GPU rows are skipped (run with --cpu-rehearsal for the tiny CPU rehearsal)")
+    # --work is replaced only when the kit made it (its marker) or it is empty: never what a user pointed at
+    marker = kit.work / ".ftk-kit-work"
+    if kit.work.is_symlink() or (kit.work.exists() and not kit.work.is_dir()) or (
+            kit.work.is_dir() and not marker.is_file() and any(kit.work.iterdir())):
+        print(f"kit.py: --work {kit.work} exists and was not made by the kit (no {marker.name} in it): choose a new "
+              "folder, or remove it yourself; nothing removed", file=sys.stderr)
+        return 2
     shutil.rmtree(kit.work, ignore_errors=True)
     kit.work.mkdir(parents=True)
+    marker.touch()
     kit.out.mkdir(parents=True, exist_ok=True)
     steps = {"env": kit.step_env, "model": kit.step_model, "s2_head": kit.step_s2_head, "s0": kit.step_s0,
              "eval": kit.step_eval, "packing": kit.step_packing}

@@ -32,6 +32,7 @@ done
 if ! ls "$wheels"/*.whl >/dev/null 2>&1; then
   echo "run.sh: no wheels in $wheels: run scripts/gpu_kit/build.sh first" >&2; exit 2
 fi
+. "$here/owned.sh"  # the stand-in venv and the install folder are replaced only when the kit made them
 mkdir -p "$out"
 t0=$(date +%s)
 
@@ -46,8 +47,10 @@ if [ "$rehearsal" = 1 ]; then
     echo "[kit] rehearsal: reusing the venv $base (--reuse-venv; the kit installs into its own folder, never into it)"
   else
     echo "[kit] rehearsal: fresh venv $base ($py312), the device image's packages from the registry"
-    rm -rf "$base"
+    ours_or_absent "$base" .ftk-kit-venv "run.sh: FTK_KIT_BASE"
+    replace_ours "$base" .ftk-kit-venv
     "$py312" -m venv "$base" || exit 1
+    touch "$base/.ftk-kit-venv"
     "$base/bin/python" -m pip install -q --disable-pip-version-check -r "$here/device-image.txt" 2>&1 \
       | grep -v "is ignored: it is neither a file nor a directory" || true
     "$base/bin/python" -c 'import torch, transformers' || { echo "run.sh: the stand-in device image did not install" >&2; exit 1; }
@@ -64,7 +67,9 @@ fi
 } | tee "$out/before.txt"
 
 site=${FTK_KIT_SITE:-/tmp/ftk-kit-site}
-rm -rf "$site"
+ours_or_absent "$site" .ftk-kit-site "run.sh: FTK_KIT_SITE"
+replace_ours "$site" .ftk-kit-site
+mkdir -p "$site" && touch "$site/.ftk-kit-site"
 echo "[kit] installing $(ls "$wheels"/*.whl | wc -l) wheels from $wheels with --no-index into $site"
 "$py" -m pip install -q --disable-pip-version-check --no-index --no-deps --no-compile --no-cache-dir \
   --target "$site" "$wheels"/*.whl || { echo "run.sh: the wheelhouse did not install" >&2; exit 1; }
