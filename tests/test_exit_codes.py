@@ -83,3 +83,61 @@ def test_ctrl_c_during_training_exits_130(tmp_path, demo_run, tiny_model):
     assert "interrupted" in err
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert json.loads((run_dir / "manifest.json").read_text())["status"] == "failed"
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below `pid` (its trainer, the trainer's ranks), from /proc's parent links."""
+    parent = {}
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                stat = (p / "stat").read_text()
+            except OSError:
+                continue
+            parent[int(p.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {c for c, pp in parent.items() if pp in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.add(pid)
+    return alive
+
+
+def test_sigterm_stops_the_trainer_and_exits_143(tmp_path, demo_run, tiny_model):
+    """SIGTERM (what supervisors and containers send), to ftk alone: the trainer it started left with
+    no parent while `ftk runs` called the run interrupted (issue 32). Now ftk stops its child, waits
+    for it, records the run as failed with 143 and exits 143 in one line."""
+    recipe = _recipe(tmp_path, demo_run, tiny_model, "terminated")
+    proc = subprocess.Popen([str(FTK), "train", str(recipe), "train.max_steps=100000"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            if list((tmp_path / "runs").glob("*/model/trainer_log.jsonl")):  # the trainer is stepping
+                break
+            time.sleep(0.2)
+        (run_dir,) = (tmp_path / "runs").iterdir()
+        children = _descendants(proc.pid)
+        assert children, "no trainer found to stop"
+        os.kill(proc.pid, signal.SIGTERM)  # ftk only, not its process group
+        out, err = proc.communicate(timeout=120)
+    finally:  # whatever failed above, no trainer is left running to slow the rest of the suite
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 143, out[-2000:] + err[-2000:]
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("error: training terminated"), err
+    assert not _alive(children), "the trainer outlived ftk"
+    m = json.loads((run_dir / "manifest.json").read_text())
+    assert (m["status"], m["exit_code"]) == ("failed", 143)

@@ -16,6 +16,21 @@ if TYPE_CHECKING:
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
+EXIT_TERMINATED = 143  # SIGTERM (what supervisors, containers and `kill` send), as shells report it
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM turned into an exception, as Python turns SIGINT into KeyboardInterrupt: every handler
+    that stops ftk's children on Ctrl-C (train/launch.py) stops them on SIGTERM too, every `finally`
+    runs, and the CLI exits 143. A KeyboardInterrupt subclass, so code that treats an interrupt as an
+    interrupt needs no second branch; `code` tells the two apart."""
+
+    code = EXIT_TERMINATED
+
+
+def interrupt_code(exc: BaseException) -> int:
+    """The exit code an interrupt stands for: 143 for SIGTERM, 130 for Ctrl-C."""
+    return getattr(exc, "code", EXIT_INTERRUPTED) if isinstance(exc, KeyboardInterrupt) else EXIT_INTERRUPTED
 
 
 class FtkError(Exception):

@@ -16,6 +16,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ftk.errors import FtkError, error_locs, format_validation_error, suggest_key
+from ftk.models.tiny import TinyModelSpec
 from ftk.yamlio import deep_merge, read_yaml  # noqa: F401 (deep_merge: ftk.recipe's API)
 
 
@@ -59,17 +60,6 @@ class DataConfig(_Strict):
     def sources(self) -> dict[str, str]:
         return {k: v for k, v in (("train", self.train), ("validation", self.validation),
                                   ("test", self.test)) if v}
-
-
-class TinyModelSpec(_Strict):
-    """Build a tiny random-init LLaMA at `model.name_or_path` when it is missing (CPU twins, tests)."""
-
-    hidden_size: int = Field(128, ge=8)
-    layers: int = Field(2, ge=1)
-    heads: int = Field(4, ge=1)
-    kv_heads: int = Field(2, ge=1)
-    vocab_size: int = Field(4096, ge=300)
-    seed: int = Field(0, ge=0)
 
 
 class ModelConfig(_Strict):

@@ -140,10 +140,10 @@ def tasks_show(
 @app.command("synth")
 def synth_cmd(
     out: Annotated[Path, typer.Argument(help="output folder for train.csv and test.csv")],
-    n_train: Annotated[int, typer.Option(help="train rows")] = 2000,
-    n_test: Annotated[int, typer.Option(help="test rows")] = 400,
-    seed: Annotated[int, typer.Option(help="seed")] = 0,
-    noise: Annotated[float, typer.Option(help="share of words drawn from other topics")] = 0.15,
+    n_train: Annotated[int, typer.Option(min=1, max=10_000_000, help="train rows")] = 2000,
+    n_test: Annotated[int, typer.Option(min=1, max=10_000_000, help="test rows")] = 400,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="seed")] = 0,
+    noise: Annotated[float, typer.Option(min=0.0, max=1.0, help="share of words drawn from other topics")] = 0.15,
 ) -> None:
     """Write a seeded synthetic 4-topic news dataset in the canonical AG News CSV layout.
 

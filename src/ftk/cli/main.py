@@ -20,7 +20,7 @@ from ftk.cli import train_cmds  # noqa: F401
 from ftk.cli import eval_cmds  # noqa: F401
 from ftk.cli import study_cmds  # noqa: F401
 # isort: on
-from ftk.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, FtkError
+from ftk.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USER_ERROR, FtkError, Terminated, interrupt_code
 from ftk.fileio import quiet_accelerator_notes
 
 
@@ -35,13 +35,8 @@ def demo_cmd(
       make demo
     """
     from ftk.demo import run_demo
-    from ftk.train.run import TrainingFailed
 
-    try:
-        run_demo(str(recipe))
-    except TrainingFailed as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise typer.Exit(exc.code or 1) from None
+    run_demo(str(recipe))  # a failed training: main() prints it and exits with the trainer's code
 
 
 def symlink_loop(exc: BaseException) -> str | None:
@@ -77,13 +72,67 @@ def path_problem(exc: BaseException) -> str | None:
     return None
 
 
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+def unexpected(exc: BaseException) -> str:
+    """One line for an error ftk did not foresee (a bug, or a library's failure): its type and first
+    line, and where the whole traceback went (a file, so the terminal stays one line)."""
+    import tempfile
+    import traceback
+
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    try:
+        fd, path = tempfile.mkstemp(prefix="ftk-traceback-", suffix=".txt")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write("".join(traceback.format_exception(exc)))
+        where = f"traceback in {path}"
+    except OSError:
+        where = "set FTK_DEBUG=1 for the traceback"
+    return f"unexpected {type(exc).__name__}: {first} ({where}; FTK_DEBUG=1 shows it here)"
+
+
+def os_problem(exc: OSError) -> tuple[str, int] | None:
+    """(line, exit code) for an OS error on a named path: a path the user gave that cannot be read or
+    written is their input (2); a full disk or another OS failure is not (1)."""
+    import errno
+
+    if not exc.filename:
+        return None
+    reason = (exc.strerror or type(exc).__name__).lower()
+    path = Path(str(exc.filename))
+    if path.name.startswith(".") and path.parent != path:  # ftk's staging or lock name beside an output
+        path, reason = path.parent, f"cannot write in this folder ({reason})"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG):
+        return f"{path}: {reason} (expected a path ftk may read and write)", EXIT_USER_ERROR
+    return f"{path}: {reason}", 1
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI. Misuse (unknown option, bad value) and user errors are one `error:` line on
-    stderr with exit code 2; `--help` and the commands' own exit codes pass through."""
+    stderr with exit code 2; a failed training exits with the trainer's code; Ctrl-C exits 130 and
+    SIGTERM 143, after ftk's children were stopped; anything unforeseen is one line and exit 1 (the
+    traceback goes to a file, or to the terminal with FTK_DEBUG=1). No traceback reaches the user."""
+    import signal
+    import threading
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        _main(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> None:
     try:  # typer >= 0.20 vendors click as typer._click; older typer uses click itself
         from typer._click import exceptions as cx
     except ImportError:  # pragma: no cover
         from click import exceptions as cx
+    from ftk.train.run import TrainingFailed
 
     quiet_accelerator_notes()
     command = typer.main.get_command(app)
@@ -94,6 +143,9 @@ def main(argv: list[str] | None = None) -> None:
     except FtkError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+    except TrainingFailed as exc:  # train, demo, a study's trial, export: the trainer's own exit code
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.code or 1)
     except cx.NoArgsIsHelpError as exc:  # bare `ftk` or `ftk tasks`: the help, as standalone click does
         exc.show()
         sys.exit(0)
@@ -106,21 +158,35 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(exc, cx.ClickException):
             print(f"error: {exc.format_message()}", file=sys.stderr)
         sys.exit(code)
-    except typer.Abort:
-        print("error: aborted", file=sys.stderr)
-        sys.exit(EXIT_INTERRUPTED)
+    except typer.Abort as exc:  # click's form of KeyboardInterrupt (and of Terminated, its cause)
+        code = interrupt_code(exc.__cause__) if exc.__cause__ is not None else EXIT_INTERRUPTED
+        print(f"error: {'terminated' if code == EXIT_TERMINATED else 'interrupted'}", file=sys.stderr)
+        sys.exit(code)
+    except KeyboardInterrupt as exc:
+        code = interrupt_code(exc)
     except (RuntimeError, OSError) as exc:
         problem = path_problem(exc)
+        if problem is None and isinstance(exc, OSError):
+            problem, status = os_problem(exc) or (None, 1)
+        else:
+            status = EXIT_USER_ERROR
         if problem is None:
-            raise
+            _unforeseen(exc)
         print(f"error: {problem}", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
-    except KeyboardInterrupt:
-        code = EXIT_INTERRUPTED
+        sys.exit(status)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, never a traceback
+        _unforeseen(exc)
     if type(code) is int and code != 0:  # a command's own return value is None
-        if code == EXIT_INTERRUPTED:
-            print("error: interrupted", file=sys.stderr)
+        if code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
+            print(f"error: {'terminated' if code == EXIT_TERMINATED else 'interrupted'}", file=sys.stderr)
         sys.exit(code)
+
+
+def _unforeseen(exc: BaseException) -> None:
+    if os.environ.get("FTK_DEBUG"):
+        raise exc
+    print(f"error: {unexpected(exc)}", file=sys.stderr)
+    sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -38,41 +38,37 @@ def train_cmd(
     from ftk.train import launch
     from ftk.train.plan import Topology
     from ftk.train.plan import dry_run as plan_dry_run
-    from ftk.train.run import TrainingFailed, train
+    from ftk.train.run import train
     from ftk.train.run import resume as resume_run
     from ftk.validate import check_for_training
 
     topo = Topology.from_env(node_rank, master_addr, master_port)
-    try:
-        if resume is not None:
-            run_dir = resume_run(resume, topo, verbose=verbose)
-            print(f"[ftk] trained: {run_dir}")
-            return
-        if recipe is None:
-            raise FtkError("give a recipe (or --resume RUN)")
-        if dry_run:
-            r = load_recipe(recipe, overrides)
-            import json
+    if resume is not None:
+        run_dir = resume_run(resume, topo, verbose=verbose)
+        print(f"[ftk] trained: {run_dir}")
+        return
+    if recipe is None:
+        raise FtkError("give a recipe (or --resume RUN)")
+    if dry_run:
+        r = load_recipe(recipe, overrides)
+        import json
 
-            for p in plan_dry_run(r, topo):
-                print(f"# {p.dir}/{p.config_name}" + (f"  (stage {p.name})" if p.name != "main" else ""))
-                print(p.yaml_text(), end="")
-                if p.deepspeed:
-                    print(f"# {p.dir}/deepspeed.json")
-                    print(json.dumps(p.deepspeed, indent=2))
-                print("# launch")
-                print(launch.shell_quote(p.argv))
-            if slurm:
-                from ftk.train.slurm import render_sbatch
+        for p in plan_dry_run(r, topo):
+            print(f"# {p.dir}/{p.config_name}" + (f"  (stage {p.name})" if p.name != "main" else ""))
+            print(p.yaml_text(), end="")
+            if p.deepspeed:
+                print(f"# {p.dir}/deepspeed.json")
+                print(json.dumps(p.deepspeed, indent=2))
+            print("# launch")
+            print(launch.shell_quote(p.argv))
+        if slurm:
+            from ftk.train.slurm import render_sbatch
 
-                print("# sbatch.sh")
-                print(render_sbatch(r, plan_dry_run(r, topo), Path(r.runs_dir) / f"{r.name}-<timestamp>"), end="")
-            return
-        r = check_for_training(recipe, overrides)
-        run_dir = train(r, recipe, overrides, topo=topo, slurm=slurm, verbose=verbose)
-    except TrainingFailed as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise typer.Exit(exc.code or 1) from None
+            print("# sbatch.sh")
+            print(render_sbatch(r, plan_dry_run(r, topo), Path(r.runs_dir) / f"{r.name}-<timestamp>"), end="")
+        return
+    r = check_for_training(recipe, overrides)
+    run_dir = train(r, recipe, overrides, topo=topo, slurm=slurm, verbose=verbose)
     print(f"[ftk] {'prepared' if slurm else 'trained'}: {run_dir}")
 
 
@@ -198,9 +194,22 @@ def tiny_model_cmd(
       ftk tiny-model data/models/tiny --text data/synth/agnews/train.csv\n
       ftk tiny-model data/models/tiny256 --text ../shared/realdata/ag_news/train_head2000.csv --hidden-size 256 --layers 4
     """
+    from pydantic import ValidationError
+
     from ftk.data.sources import iter_lines
+    from ftk.errors import format_validation_error
+    from ftk.models.tiny import TinyModelSpec
     from ftk.train.tiny import build_tiny_model
 
+    try:  # the recipe's model.tiny checks: sizes, heads dividing the width, before any work
+        TinyModelSpec(hidden_size=hidden_size, layers=layers, heads=heads, kv_heads=kv_heads, vocab_size=vocab_size,
+                      seed=seed)
+    except ValidationError as exc:
+        import re
+
+        keys = r"`?\b(hidden_size|kv_heads|heads|layers|vocab_size|seed)\b`?(?=: )"  # the key leading each problem
+        raise FtkError(re.sub(keys, lambda m: "--" + m.group(1).replace("_", "-"), format_validation_error(exc))) \
+            from None
     for t in text:
         if not t.is_file():
             raise FtkError("text file not found", path=t)

@@ -20,7 +20,7 @@ import yaml
 
 from ftk.data.prepare import load_manifest, prepare_recipe, recipe_fingerprint
 from ftk.data.task import load_task
-from ftk.errors import FtkError
+from ftk.errors import FtkError, interrupt_code
 from ftk.fileio import folder_lock, output_to, write_json
 from ftk.recipe import Recipe
 from ftk.train import launch, runs
@@ -172,8 +172,8 @@ def _run_stages(plans: list[StagePlan], manifest: dict, run_dir: Path, env: dict
                     rc = launch.run_logged(p.argv, log, env=env, on_tick=screen.tick)
                 finally:
                     screen.close()
-        except KeyboardInterrupt:
-            rc = 130
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (errors.Terminated): the trainer was stopped
+            rc = interrupt_code(exc)
         seconds = time.perf_counter() - t0
         plot = plot_loss(trainer_log, p.dir / "loss.png", f"{manifest['name']} - stage {p.name}")
         st = manifest["stages"][i]
@@ -185,7 +185,8 @@ def _run_stages(plans: list[StagePlan], manifest: dict, run_dir: Path, env: dict
             runs.write_manifest(run_dir, manifest)
             if not verbose:
                 print_failure(f"stage {p.name}", log, rc)
-            what = "training interrupted" if rc == 130 else f"training failed with exit code {rc}"
+            what = {130: "training interrupted", 143: "training terminated (SIGTERM)"}.get(rc) \
+                or f"training failed with exit code {rc}"
             raise TrainingFailed(f"{what}; log: {log}", rc)
         st["results"] = runs.keep_results(p.dir)  # ftk's copy, out of a hand rerun's reach
         method_file = p.dir / "model" / "ftk_method.json"
