@@ -70,6 +70,16 @@ def popen_ftk(*args: str, cwd: Path) -> subprocess.Popen:
                             text=True, start_new_session=True, preexec_fn=_sigint_at_default)
 
 
+def wait_for_file(proc: subprocess.Popen, root: Path, pattern: str, seconds: float = 240) -> None:
+    """Until a file matching `pattern` exists under `root` (a trainer stepping: its trainer_log.jsonl),
+    the process ended, or `seconds` passed."""
+    import time
+
+    deadline = time.time() + seconds
+    while time.time() < deadline and proc.poll() is None and not list(root.glob(pattern)):
+        time.sleep(0.2)
+
+
 def stop_group(proc: subprocess.Popen) -> None:
     """Whatever a signal test asserted, leave no ftk or trainer of it running (they slow the suite)."""
     import signal

@@ -8,12 +8,11 @@ import os
 import shutil
 import signal
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, popen_ftk, run_ftk, stop_group
+from conftest import REPO, popen_ftk, run_ftk, stop_group, wait_for_file
 
 pytestmark = pytest.mark.slow
 FTK = Path(sys.executable).parent / "ftk"
@@ -71,11 +70,7 @@ def test_ctrl_c_during_training_exits_130(tmp_path, demo_run, tiny_model):
     recipe = _recipe(tmp_path, demo_run, tiny_model, "interrupted")
     proc = popen_ftk("train", recipe, "train.max_steps=100000", cwd=tmp_path)
     try:
-        deadline = time.time() + 240
-        while time.time() < deadline and proc.poll() is None:
-            if list((tmp_path / "runs").glob("*/model/trainer_log.jsonl")):  # the trainer is stepping
-                break
-            time.sleep(0.2)
+        wait_for_file(proc, tmp_path / "runs", "*/model/trainer_log.jsonl")  # the trainer is stepping
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: the whole foreground process group
         out, err = proc.communicate(timeout=120)
     finally:
@@ -122,11 +117,7 @@ def test_sigterm_stops_the_trainer_and_exits_143(tmp_path, demo_run, tiny_model)
     recipe = _recipe(tmp_path, demo_run, tiny_model, "terminated")
     proc = popen_ftk("train", recipe, "train.max_steps=100000", cwd=tmp_path)
     try:
-        deadline = time.time() + 240
-        while time.time() < deadline and proc.poll() is None:
-            if list((tmp_path / "runs").glob("*/model/trainer_log.jsonl")):  # the trainer is stepping
-                break
-            time.sleep(0.2)
+        wait_for_file(proc, tmp_path / "runs", "*/model/trainer_log.jsonl")  # the trainer is stepping
         (run_dir,) = (tmp_path / "runs").iterdir()
         children = _descendants(proc.pid)
         assert children, "no trainer found to stop"

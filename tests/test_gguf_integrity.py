@@ -71,10 +71,15 @@ def tiny_llama_gguf(path: Path, *, blocks: int = 2, claim_blocks: int | None = N
         if name == nan:
             a.flat[0] = np.nan
         w.add_tensor(name, a)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    return finish_gguf(w, path)
+
+
+def finish_gguf(writer, path: Path) -> Path:
+    """Write a GGUFWriter's header, metadata and tensors to its file and close it."""
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
     return path
 
 

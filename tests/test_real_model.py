@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, ftk_here, realdata, run_ftk
+from test_gguf_integrity import finish_gguf
 
 RECIPE = REPO / "configs" / "real" / "agnews_smollm2_lora.yaml"
 NAME = "smollm2-135m-instruct"
@@ -33,11 +34,7 @@ def write_gguf(path: Path, *, arch: str = "llama", tokenizer: str = "gpt2", pre:
     w.add_token_list(["<|endoftext|>"] + [f"t{i}" for i in range(299)])
     w.add_token_merges(["t 1"])
     w.add_tensor("token_embd.weight", np.zeros((300, 8), dtype=np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
+    return finish_gguf(w, path)
 
 
 @pytest.mark.parametrize("damage, says", [

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, ftk_here, popen_ftk, stop_group
+from conftest import REPO, ftk_here, popen_ftk, stop_group, wait_for_file
 
 pytestmark = pytest.mark.slow
 FTK = Path(sys.executable).parent / "ftk"
@@ -229,9 +229,7 @@ def test_ctrl_c_during_a_study_exits_130_in_one_line(study_file, tmp_path):
     out = tmp_path / "out"
     proc = popen_ftk("study", "run", study, "--out", out, cwd=tmp_path)
     try:
-        deadline = time.time() + 240
-        while time.time() < deadline and proc.poll() is None and not list(out.glob("runs/*/model/trainer_log.jsonl")):
-            time.sleep(0.2)
+        wait_for_file(proc, out, "runs/*/model/trainer_log.jsonl")
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: the whole foreground process group
         _, err = proc.communicate(timeout=120)
     finally:
