@@ -102,7 +102,7 @@ class MethodConfig(_Strict):
     append_eos: bool = Field(True, description="sequence_classification: end every input with the end-of-"
                              "sequence token, so the head reads the same final token after any text (a no-op "
                              "when pad = eos, which the model treats as padding)")
-    num_virtual_tokens: int = Field(8, ge=1, le=4096, description="prompt_tuning: virtual tokens in front of the prompt")
+    num_virtual_tokens: int = Field(8, ge=1, description="prompt_tuning: virtual tokens in front of the prompt")
     prompt_tuning_init: Literal["random", "text"] = Field("random", description="prompt_tuning initialisation")
     prompt_tuning_init_text: str | None = Field(None, description="prompt_tuning init text (default: the task prompt)")
     freeze_trainable_layers: int = Field(2, description="freeze: train the last N layers")
