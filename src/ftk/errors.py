@@ -28,6 +28,15 @@ class Terminated(KeyboardInterrupt):
     code = EXIT_TERMINATED
 
 
+class TrainingFailed(RuntimeError):
+    """A trainer (or exporter) process ended with a non-zero code: the CLI prints the message and exits
+    with that code (130 / 143 when it was interrupted or terminated)."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
+
+
 def interrupt_code(exc: BaseException) -> int:
     """The exit code an interrupt stands for: 143 for SIGTERM, 130 for Ctrl-C."""
     return getattr(exc, "code", EXIT_INTERRUPTED) if isinstance(exc, KeyboardInterrupt) else EXIT_INTERRUPTED

@@ -20,7 +20,15 @@ from ftk.cli import train_cmds  # noqa: F401
 from ftk.cli import eval_cmds  # noqa: F401
 from ftk.cli import study_cmds  # noqa: F401
 # isort: on
-from ftk.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USER_ERROR, FtkError, Terminated, interrupt_code
+from ftk.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    EXIT_USER_ERROR,
+    FtkError,
+    Terminated,
+    TrainingFailed,
+    interrupt_code,
+)
 from ftk.fileio import quiet_accelerator_notes
 
 
@@ -132,8 +140,6 @@ def _main(argv: list[str] | None) -> None:
         from typer._click import exceptions as cx
     except ImportError:  # pragma: no cover
         from click import exceptions as cx
-    from ftk.train.run import TrainingFailed
-
     quiet_accelerator_notes()
     command = typer.main.get_command(app)
     try:

@@ -6,7 +6,6 @@ by example id, so an interrupted eval resumes where it stopped, with no duplicat
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 import time
@@ -17,7 +16,7 @@ from ftk.data.records import read_records
 from ftk.data.task import TaskSpec, load_task
 from ftk.errors import FtkError
 from ftk.eval.extract import INVALID, make_extractor
-from ftk.eval.identity import claim, clear_outputs, model_digest, text_digest, write_identity_of_file
+from ftk.eval.identity import claimed, model_digest, text_digest, write_identity_of_file
 from ftk.eval.predict import auto_batch_size, predict, predict_sharded, visible_gpus
 from ftk.eval.predictions import PREDICTIONS, align, read_done, read_prediction_rows
 from ftk.eval.report import write_outputs
@@ -156,21 +155,28 @@ def evaluate_run(run_dir: str | Path, *, out_dir: str | Path | None = None, batc
                               task.labels if task.is_classification else None),
         "split": split, "data_sha256": split_sha256(recipe.data.prepared_dir, data_manifest, split),
     }
-    created = not Path(out_dir).exists()
-    claim(Path(out_dir), identity, fresh=fresh)
-    done = read_done(Path(out_dir) / PREDICTIONS)
-    fresh_rows = sum(r["id"] not in done for r in records)  # rows this call predicts (the rest are reused)
-    try:
-        preds, seconds = _predict_all(head, shards, base, records, out_dir, weights, recipe, task, kwargs, manifest,
-                                      run_dir, split, mode, engine, limit, checkpoint)
-    except BaseException:
-        if created and not read_done(Path(out_dir) / PREDICTIONS):  # nothing predicted: leave nothing behind
-            clear_outputs(Path(out_dir))
-            with contextlib.suppress(OSError):
-                Path(out_dir).rmdir()
-        raise
-    if head:
-        shards, mode = 1, "head"
+    with claimed(Path(out_dir), identity, fresh=fresh):
+        done = read_done(Path(out_dir) / PREDICTIONS)
+        fresh_rows = sum(r["id"] not in done for r in records)  # rows this call predicts (the rest are reused)
+        started = time.perf_counter()
+        if head:
+            from ftk.eval.heads import head_info, predict_heads
+
+            shards, mode = 1, "head"
+            preds = predict_heads(records, Path(out_dir), model_dir=weights, base_model=recipe.model.name_or_path,
+                                  task=task, cutoff_len=recipe.train.cutoff_len, batch_size=kwargs["batch_size"],
+                                  trust_remote_code=recipe.model.trust_remote_code,
+                                  info=head_info(recipe, task) if base else None,
+                                  info_dir=Path(manifest.get("model_dir") or run_dir / "model"))
+        elif shards > 1:
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            extra = ["--split", split, "--mode", mode, "--engine", engine,
+                     "--batch-size", str(kwargs["batch_size"])] + (["--limit", str(limit)] if limit else []) + \
+                (["--checkpoint", checkpoint] if checkpoint else [])
+            preds = predict_sharded(run_dir, records, Path(out_dir), shards, extra)
+        else:
+            preds = predict(records, Path(out_dir), **kwargs)
+        seconds = time.perf_counter() - started
     metrics, rows = score(task, records, preds, base=base)
     # throughput of this call's own predictions (model load included); when every row was reused (a
     # re-scoring), the figures of the call that made them, from the metrics it wrote, else none
@@ -191,28 +197,6 @@ def evaluate_run(run_dir: str | Path, *, out_dir: str | Path | None = None, batc
 def split_sha256(prepared_dir: str | Path, data_manifest: dict, split: str) -> str:
     info = data_manifest.get("splits", {}).get(split, {})
     return info.get("sha256") or sha256_file(Path(prepared_dir) / info["file"])
-
-
-def _predict_all(head, shards, base, records, out_dir, weights, recipe, task, kwargs, manifest, run_dir, split,
-                 mode, engine, limit, checkpoint) -> tuple[dict, float]:
-    started = time.perf_counter()
-    if head:
-        from ftk.eval.heads import head_info, predict_heads
-
-        preds = predict_heads(records, Path(out_dir), model_dir=weights, base_model=recipe.model.name_or_path,
-                              task=task, cutoff_len=recipe.train.cutoff_len, batch_size=kwargs["batch_size"],
-                              trust_remote_code=recipe.model.trust_remote_code,
-                              info=head_info(recipe, task) if base else None,
-                              info_dir=Path(manifest.get("model_dir") or run_dir / "model"))
-    elif shards > 1:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        extra = ["--split", split, "--mode", mode, "--engine", engine,
-                 "--batch-size", str(kwargs["batch_size"])] + (["--limit", str(limit)] if limit else []) + \
-            (["--checkpoint", checkpoint] if checkpoint else [])
-        preds = predict_sharded(run_dir, records, Path(out_dir), shards, extra)
-    else:
-        preds = predict(records, Path(out_dir), **kwargs)
-    return preds, time.perf_counter() - started
 
 
 def _earlier_throughput(path: Path, n: int) -> dict:

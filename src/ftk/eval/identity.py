@@ -14,8 +14,10 @@ but no identity (an older ftk, or a hand-made file) is refused the same way.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +134,23 @@ def claim(out_dir: Path, identity: dict, *, fresh: bool = False) -> int:
                            path=out_dir)
     write_json(out_dir / IDENTITY, {**identity, "version": VERSION})
     return rows
+
+
+@contextlib.contextmanager
+def claimed(out_dir: Path, identity: dict, *, fresh: bool = False) -> Iterator[None]:
+    """`claim` the folder for the block; when the block fails before a single prediction reached a folder
+    this call made, the folder goes again (a failed model load leaves nothing behind)."""
+    out_dir = Path(out_dir)
+    created = not out_dir.exists()
+    claim(out_dir, identity, fresh=fresh)
+    try:
+        yield
+    except BaseException:
+        if created and not existing_rows(out_dir):
+            clear_outputs(out_dir)
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()
+        raise
 
 
 def write_identity_of_file(out_dir: Path, predictions: str | Path) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from ftk.data.prepare import recipe_fingerprint
-from ftk.errors import FtkError
+from ftk.errors import FtkError, TrainingFailed
 from ftk.fileio import write_json, write_text
 from ftk.recipe import load_recipe
 from ftk.study.spec import StudySpec, as_overrides, load_study, trial_id, trial_overrides
@@ -110,7 +110,7 @@ def run_trial(trial: Trial, spec: StudySpec, recipe_path: Path, sdir: Path) -> d
     """Train (or, for the base row, make the base folder) and evaluate; record the trial as done."""
     from ftk.eval.base import make_base_run
     from ftk.eval.evaluate import evaluate_run
-    from ftk.train.run import TrainingFailed, train
+    from ftk.train.run import train
     from ftk.validate import check_for_training
 
     recipe = check_for_training(recipe_path, trial.overrides)

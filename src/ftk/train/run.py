@@ -20,7 +20,7 @@ import yaml
 
 from ftk.data.prepare import load_manifest, prepare_recipe, recipe_fingerprint
 from ftk.data.task import load_task
-from ftk.errors import FtkError, interrupt_code
+from ftk.errors import FtkError, TrainingFailed, interrupt_code
 from ftk.fileio import folder_lock, output_to, write_json
 from ftk.recipe import Recipe
 from ftk.train import launch, runs
@@ -343,9 +343,3 @@ def resume(run_dir: str | Path, topo: Topology | None = None, verbose: bool = Fa
     print(f"[ftk] resuming {run_dir} from {ckpt}")
     _run_stages(plans, manifest, run_dir, env, first=first, verbose=verbose)
     return run_dir
-
-
-class TrainingFailed(RuntimeError):
-    def __init__(self, message: str, code: int):
-        super().__init__(message)
-        self.code = code
