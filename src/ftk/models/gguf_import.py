@@ -1,12 +1,13 @@
 """Import a GGUF file (llama.cpp / Ollama) as a normal Hugging Face model folder.
 
 Transformers dequantizes GGUF weights itself (`from_pretrained(..., gguf_file=)`), so the weights are
-its. The tokenizer is not: transformers 5.5 turns a GGUF byte-level BPE vocabulary on a `llama`
-architecture into a SentencePiece-style tokenizer that maps every space to the unknown token and sets
-eos to the bos token. ftk therefore builds the tokenizer from the GGUF's own metadata (tokens, merges,
-llama.cpp's pre-tokenizer name, special-token ids, chat template) and refuses a file whose tokenizer it
-cannot rebuild faithfully, after checking that text survives an encode/decode round trip without one
-unknown token.
+its (a quantized file's values, dequantized). The tokenizer is not: transformers 5.5.4 turns a GGUF
+byte-level BPE vocabulary on a `llama` architecture into a CodeLlama-style tokenizer that encodes
+ordinary text to the right ids but sets eos to the bos token, has no pad token and prepends a BOS the
+file says not to add (SmolLM2's `add_bos_token: false`). ftk therefore builds the tokenizer from the
+GGUF's own metadata (tokens, merges, llama.cpp's pre-tokenizer name, special-token ids, chat template)
+and refuses a file whose tokenizer it cannot rebuild faithfully, after checking that text survives an
+encode/decode round trip without one unknown token.
 
 The output folder is written under a temporary name and moved into place only when complete, with an
 `ftk-import.json` manifest: source file, sha256, quantization, versions.
