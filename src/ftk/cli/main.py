@@ -171,11 +171,9 @@ def _main(argv: list[str] | None) -> None:
     except KeyboardInterrupt as exc:
         code = interrupt_code(exc)
     except (RuntimeError, OSError) as exc:
-        problem = path_problem(exc)
+        problem, status = path_problem(exc), EXIT_USER_ERROR
         if problem is None and isinstance(exc, OSError):
             problem, status = os_problem(exc) or (None, 1)
-        else:
-            status = EXIT_USER_ERROR
         if problem is None:
             _unforeseen(exc)
         print(f"error: {problem}", file=sys.stderr)

@@ -23,7 +23,7 @@ from typing import Any
 
 from ftk.errors import FtkError
 from ftk.eval.predictions import PREDICTIONS
-from ftk.fileio import write_json
+from ftk.fileio import read_json, write_json
 
 IDENTITY = "identity.json"
 VERSION = 1
@@ -62,14 +62,14 @@ def text_digest(*parts: Any) -> str:
 
 
 def read_identity(out_dir: Path) -> dict | None:
+    """The folder's recorded identity; None when there is none, {"unreadable": True} when it is damaged."""
     path = Path(out_dir) / IDENTITY
     if not path.is_file():
         return None
     try:
-        got = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_json(path, what="eval identity")
+    except FtkError:
         return {"unreadable": True}
-    return got if isinstance(got, dict) else {"unreadable": True}
 
 
 def _short(value: Any) -> str:
@@ -109,10 +109,10 @@ def clear_outputs(out_dir: Path) -> int:
     return gone
 
 
-def claim(out_dir: Path, identity: dict, *, fresh: bool = False) -> int:
+def claim(out_dir: Path, identity: dict, *, fresh: bool = False) -> None:
     """Make `out_dir` this evaluation's folder: check that rows already there were made by the same
-    `identity` (else FtkError naming what differs), then record it. Returns how many rows were
-    there before. With `fresh`, ftk's earlier outputs in the folder are removed first."""
+    `identity` (else FtkError naming what differs), then record it. With `fresh`, ftk's earlier
+    outputs in the folder are removed first."""
     out_dir = Path(out_dir)
     if fresh:
         gone = clear_outputs(out_dir)
@@ -133,7 +133,6 @@ def claim(out_dir: Path, identity: dict, *, fresh: bool = False) -> int:
                            f"reusing them would report another model's or setting's answers as these; {hint}",
                            path=out_dir)
     write_json(out_dir / IDENTITY, {**identity, "version": VERSION})
-    return rows
 
 
 @contextlib.contextmanager

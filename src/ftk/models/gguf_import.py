@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ftk.errors import FtkError
-from ftk.fileio import fds_to, no_library_bars, sha256_file, staged_dir, write_json
+from ftk.fileio import fds_to, no_library_bars, read_json, sha256_file, staged_dir, write_json
 
 MANIFEST_NAME = "ftk-import.json"
 GGUF_MAGIC = b"GGUF"
@@ -348,8 +348,6 @@ def weights_sha256(folder: Path) -> dict[str, str]:
 
 def verify_import(out_dir: Path) -> dict:
     """The manifest of an imported folder whose weights are all there and unchanged; FtkError otherwise."""
-    from ftk.fileio import read_json
-
     manifest = read_json(out_dir / MANIFEST_NAME, what="import manifest", required=("sha256",))
     recorded = manifest.get("weights_sha256")
     if not isinstance(recorded, dict) or not recorded:
