@@ -110,3 +110,26 @@ def test_lora_keys_a_method_never_reads_are_noted():
     assert any("`method.lora_alpha" in n and "do nothing with `method.finetuning_type` full" in n for n in report.notes)
     report = validate_recipe(REPO / "configs" / "disaster_llama3_clshead_lora.yaml", data="skip", llamafactory=False)
     assert not any("LoRA keys" in n for n in report.notes)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_a_cpu_recipe_asks_slurm_for_no_gpu_and_a_gpu_recipe_for_its_gpus(path):
+    """The shipped CPU recipes (fp32: the tiny twins and the SmolLM2 recipes) must run on a CPU
+    partition, where a GPU request is refused; the GPU recipes ask for one GPU per process."""
+    from ftk.train.slurm import sbatch_header
+
+    last = load_recipe(path).stage_recipes()[-1][1]
+    header = "\n".join(sbatch_header(last.name, last.distributed, "out-%j", "output_key"))
+    if last.train.precision == "fp32":
+        assert "--gpus" not in header and "--gres" not in header, header
+    else:
+        assert f"#SBATCH --gpus-per-node={last.distributed.nproc_per_node}" in header
+
+
+def test_the_cpu_demo_recipe_dry_run_writes_no_gpu_request(tmp_path):
+    from conftest import run_ftk
+
+    proc = run_ftk("train", REPO / "configs" / "agnews_tiny_cpu.yaml", "--slurm", "--dry-run",
+                   f"runs_dir={tmp_path}", cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert "#SBATCH --nodes=1" in proc.stdout and "--gpus" not in proc.stdout
