@@ -21,6 +21,7 @@ from ftk.eval.predict import auto_batch_size, predict, predict_sharded, visible_
 from ftk.eval.predictions import PREDICTIONS, align, read_done, read_prediction_rows
 from ftk.eval.report import write_outputs
 from ftk.eval.scoring import score
+from ftk.eval.shots import draw_shots, with_instruction
 from ftk.fileio import sha256_file
 from ftk.recipe import Recipe
 from ftk.train.runs import read_run, run_task, status_of
@@ -99,14 +100,15 @@ def model_for(manifest: dict, recipe: Recipe, run_dir: Path, checkpoint: str | N
 def evaluate_run(run_dir: str | Path, *, out_dir: str | Path | None = None, batch_size: int | None = None,
                  limit: int | None = None, split: str | None = None, mode: str | None = None,
                  engine: str = "hf", shards: int | None = None, shard: str | None = None,
-                 checkpoint: str | None = None, fresh: bool = False) -> tuple[dict, Path]:
+                 checkpoint: str | None = None, fresh: bool = False, shots: int | None = None) -> tuple[dict, Path]:
     """Evaluate a finished training run (or one of its checkpoints, or a base-model folder made by
     `ftk eval --base`) on its recipe's eval split; write reports to out_dir.
 
     Everything is checked before the output folder is made: the run, its task (the run's own
     copy of the task YAML), the split (the very file the run recorded), the model, the options.
     Predictions already in the folder are reused only when the same model, mode, engine, prompt
-    settings and data made them (eval/identity.py); `fresh` starts the folder anew.
+    settings and data made them (eval/identity.py); `fresh` starts the folder anew. `shots` (a base
+    model only): K in-context examples from the train split before every item (eval/shots.py).
     """
     run_dir = Path(run_dir)
     manifest, recipe, _ = read_run(run_dir)
@@ -115,15 +117,17 @@ def evaluate_run(run_dir: str | Path, *, out_dir: str | Path | None = None, batc
     split = split or recipe.eval.split
     recorded = manifest.get("data", {}).get("splits", {}).get(split, {}).get("sha256")
     records, data_manifest = split_records(recipe.data.prepared_dir, split, recorded, limit or recipe.eval.limit)
-    if base and task.base_instruction:  # base models are told how to answer
-        records = [dict(r, instruction=task.base_instruction + r.get("instruction", "")) for r in records]
     model_path, adapter, weights = model_for(manifest, recipe, run_dir, checkpoint)
     head = recipe.method.head != "none"
     mode = mode or recipe.eval.mode
     if head and mode == "choice":
         raise FtkError("--mode choice scores generated labels; this run has a classification head, which "
                        "predicts labels directly (leave --mode out)")
-    name = f"eval-{split}" + ("" if mode == "generate" else f"-{mode}") + (f"-ckpt{checkpoint}" if checkpoint else "")
+    examples = _shots(shots, base=base, head=head, manifest=manifest, recipe=recipe, task=task)
+    if base and task.base_instruction:  # base models are told how to answer (examples and items alike)
+        records, examples = (with_instruction(x, task.base_instruction) for x in (records, examples))
+    name = f"eval-{split}" + ("" if mode == "generate" else f"-{mode}") + (f"-{shots}shot" if shots else "") + \
+        (f"-ckpt{checkpoint}" if checkpoint else "")
     out_dir = Path(out_dir) if out_dir else run_dir / name
     check_eval_options(task, mode=mode, engine=engine, out_dir=out_dir)
     if head and engine != "hf":
@@ -134,7 +138,7 @@ def evaluate_run(run_dir: str | Path, *, out_dir: str | Path | None = None, batc
     kwargs = dict(model_path=model_path, adapter=adapter, template=recipe.model.template, task=task,
                   batch_size=bs, max_new_tokens=recipe.eval.max_new_tokens,
                   cutoff_len=recipe.train.cutoff_len, trust_remote_code=recipe.model.trust_remote_code,
-                  mode=mode, engine=engine, prompt_template=prompt_template_of(data_manifest, task))
+                  mode=mode, engine=engine, prompt_template=prompt_template_of(data_manifest, task), shots=examples)
     if shard is not None:  # a worker of a sharded eval: predict its slice only
         i, n = parse_shard(shard)
         predict(records[i::n], Path(out_dir), file_name=f"predictions.shard-{i}.jsonl", progress=False,
@@ -154,6 +158,7 @@ def evaluate_run(run_dir: str | Path, *, out_dir: str | Path | None = None, batc
         "prompt": text_digest(prompt_template_of(data_manifest, task), task.base_instruction if base else None,
                               task.labels if task.is_classification else None),
         "split": split, "data_sha256": split_sha256(recipe.data.prepared_dir, data_manifest, split),
+        "shots": [r["id"] for r in examples] or None,
     }
     with claimed(Path(out_dir), identity, fresh=fresh):
         done = read_done(Path(out_dir) / PREDICTIONS)
@@ -172,7 +177,7 @@ def evaluate_run(run_dir: str | Path, *, out_dir: str | Path | None = None, batc
             Path(out_dir).mkdir(parents=True, exist_ok=True)
             extra = ["--split", split, "--mode", mode, "--engine", engine,
                      "--batch-size", str(kwargs["batch_size"])] + (["--limit", str(limit)] if limit else []) + \
-                (["--checkpoint", checkpoint] if checkpoint else [])
+                (["--checkpoint", checkpoint] if checkpoint else []) + (["--shots", str(shots)] if shots else [])
             preds = predict_sharded(run_dir, records, Path(out_dir), shards, extra)
         else:
             preds = predict(records, Path(out_dir), **kwargs)
@@ -189,9 +194,27 @@ def evaluate_run(run_dir: str | Path, *, out_dir: str | Path | None = None, batc
     metrics["cutoff_len"] = recipe.train.cutoff_len
     metrics.update({"run_dir": str(run_dir), "split": split, "model": model_path, "adapter": adapter,
                     "checkpoint": checkpoint, "mode": mode, "engine": engine, "shards": shards,
+                    "shots": len(examples), "shot_ids": [r["id"] for r in examples],
                     "identity": {k: v for k, v in identity.items() if k != "made_by"}})
     write_outputs(out_dir, metrics, rows, task)
     return metrics, out_dir
+
+
+def _shots(k: int | None, *, base: bool, head: bool, manifest: dict, recipe: Recipe, task: TaskSpec) -> list[dict]:
+    """The K in-context examples of a base-model evaluation, from the split file the run recorded."""
+    if not k:
+        return []
+    if not base:
+        raise FtkError("--shots gives a base model in-context examples: use it with --base (a fine-tuned model "
+                       "answers from what it learnt)")
+    if head:
+        raise FtkError("--shots needs a generative model; a classification head reads no examples")
+    recorded = manifest.get("data", {}).get("splits", {}).get("train", {}).get("sha256")
+    if recorded is None:
+        raise FtkError("--shots draws its examples from the train split, and this recipe's prepared data has none "
+                       "(set `data.train`)", path=Path(recipe.data.prepared_dir) / "manifest.json")
+    train, _ = split_records(recipe.data.prepared_dir, "train", recorded)
+    return draw_shots(train, task, k, recipe.data.seed, path=Path(recipe.data.prepared_dir))
 
 
 def split_sha256(prepared_dir: str | Path, data_manifest: dict, split: str) -> str:

@@ -58,11 +58,13 @@ def predict(records: list[dict], out_dir: Path, *, model_path: str, template: st
             adapter: str | None = None, batch_size: int = 64, max_new_tokens: int | None = None,
             cutoff_len: int | None = None, trust_remote_code: bool = False, mode: str = "generate",
             engine: str = "hf", file_name: str = PREDICTIONS, progress: bool = True,
-            prompt_template: str | None = None, room_records: list[dict] | None = None) -> dict[str, dict]:
+            prompt_template: str | None = None, room_records: list[dict] | None = None,
+            shots: list[dict] | tuple = ()) -> dict[str, dict]:
     """Predict every record not yet in out_dir/<file_name>; return all rows by id.
 
     Rows are appended per finished batch (flushed, fsync'd), so a killed eval resumes here.
     mode `generate`: greedy text. mode `choice`: the most likely label, plus `label_probs`.
+    `shots`: in-context examples rendered as earlier turns before every prompt (eval/shots.py).
     """
     if mode == "choice" and not task.is_classification:
         raise FtkError(f"--mode choice needs a closed label set; task {task.name!r} is {task.kind}")
@@ -88,7 +90,7 @@ def predict(records: list[dict], out_dir: Path, *, model_path: str, template: st
     else:
         tok, tmpl = loaded.tokenizer, loaded.template
     n_virtual = loaded.n_virtual if loaded is not None else 0  # prompt tuning: room for the virtual tokens
-    prompter = Prompter(tok, tmpl, cutoff_len - n_virtual if cutoff_len else None, prompt_template)
+    prompter = Prompter(tok, tmpl, cutoff_len - n_virtual if cutoff_len else None, prompt_template, shots)
     room = answer_room(task, prompter, room_records or records, prompter.cutoff_len)
     encoded = [prompter.prompt_ids(r, room) for r in todo]
     prompts = [ids for ids, _ in encoded]

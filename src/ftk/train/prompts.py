@@ -63,18 +63,28 @@ class Prompter:
     the text inside the instruction is the part that is cut.
     """
 
-    def __init__(self, tokenizer, template, cutoff_len: int | None, prompt_template: str | None = None):
+    def __init__(self, tokenizer, template, cutoff_len: int | None, prompt_template: str | None = None,
+                 shots: Sequence[dict] = ()):
         self.tokenizer, self.template = tokenizer, template
         self.cutoff_len = cutoff_len
         self.prefix = self.suffix = None
         if prompt_template and "{input}" in prompt_template:
             self.prefix, _, self.suffix = prompt_template.partition("{input}")
         self.eos_extra = 1 if getattr(template, "efficient_eos", False) else 0
+        self.shots: list[dict] = []
+        if shots:  # in-context examples (eval/shots.py): each fitted to cutoff_len / (K + 1) first
+            share = Prompter(tokenizer, template, cutoff_len // (len(shots) + 1) if cutoff_len else None,
+                             prompt_template)
+            self.shots = [share.fit(s).record for s in shots]
 
     def encode(self, record: dict) -> tuple[list[int], list[int]]:
-        """(prompt ids, target ids) of LLaMA-Factory's `encode_oneturn` for this record."""
-        messages = [{"role": "user", "content": user_content(record)},
-                    {"role": "assistant", "content": record.get("output", "")}]
+        """(prompt ids, target ids) of LLaMA-Factory's `encode_oneturn` for this record (after the
+        in-context examples' turns, if any)."""
+        messages = []
+        for s in self.shots:
+            messages += [{"role": "user", "content": user_content(s)}, {"role": "assistant", "content": s["output"]}]
+        messages += [{"role": "user", "content": user_content(record)},
+                     {"role": "assistant", "content": record.get("output", "")}]
         return self.template.encode_oneturn(self.tokenizer, messages)
 
     def answer_room(self, targets: Sequence[str]) -> int:
