@@ -16,6 +16,8 @@ def eval_cmd(
     run: Annotated[Optional[Path], typer.Argument(help="run directory made by `ftk train` (with --base: a recipe)")] = None,
     overrides: Annotated[Optional[list[str]], typer.Argument(help="with --base: key=value recipe overrides")] = None,
     base: Annotated[bool, typer.Option("--base", help="evaluate the recipe's model before any training")] = False,
+    shots: Annotated[Optional[int], typer.Option(min=1, help="with --base: K in-context examples from the train split "
+                                                 "(seeded, balanced across labels) before every item")] = None,
     checkpoint: Annotated[Optional[str], typer.Option(help="evaluate this saved checkpoint (its step)")] = None,
     checkpoints: Annotated[Optional[str], typer.Option(help="all or STEP,STEP,...: a curve over saved checkpoints")] = None,
     out: Annotated[Optional[Path], typer.Option(help="output folder (default RUN/eval-<split>)")] = None,
@@ -40,6 +42,7 @@ def eval_cmd(
     Examples:\n
       ftk eval runs/agnews_tiny_cpu-20261121-101500\n
       ftk eval configs/agnews_tiny_cpu.yaml --base --mode choice\n
+      ftk eval configs/agnews_tiny_cpu.yaml --base --mode choice --shots 8\n
       ftk eval runs/agnews_tiny_cpu-20261121-101500 --checkpoints all
     """
     from ftk.eval.evaluate import evaluate_predictions, evaluate_run
@@ -49,6 +52,8 @@ def eval_cmd(
         raise FtkError(f"--split {split!r}: expected train, validation or test")
     if overrides and not base:
         raise FtkError(f"unexpected argument {overrides[0]!r} (key=value overrides go with --base RECIPE)")
+    if shots is not None and (predictions is not None or checkpoints is not None):
+        raise FtkError("--shots gives a base model in-context examples: use it with --base RECIPE")
     if base:
         if run is None or predictions is not None or checkpoint or checkpoints:
             raise FtkError("--base takes a recipe (and key=value overrides), without --predictions or checkpoints")
@@ -77,7 +82,7 @@ def eval_cmd(
     elif run is not None:
         metrics, out_dir = evaluate_run(run, out_dir=out, batch_size=batch_size, limit=limit, split=split,
                                         mode=mode, engine=engine, shards=shards, shard=shard, checkpoint=checkpoint,
-                                        fresh=fresh)
+                                        fresh=fresh, shots=shots)
         if shard is not None:
             return
     else:
@@ -90,27 +95,39 @@ def eval_cmd(
 def baseline_cmd(
     recipe: Annotated[Path, typer.Argument(help="recipe YAML (its task, data and eval split)")],
     overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value recipe overrides")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="output folder (default <runs_dir>/<name>-baseline/eval-<split>)")] = None,
+    method: Annotated[str, typer.Option(help="tfidf (TF-IDF + logistic regression, chosen by cross-validation "
+                                        "on the train split) or majority (the train split's majority label; "
+                                        "all-O for NER)")] = "tfidf",
+    out: Annotated[Optional[Path], typer.Option(help="output folder (default <runs_dir>/<name>-baseline/eval-<split>, "
+                                                "or <name>-majority/...)")] = None,
     split: Annotated[Optional[str], typer.Option(help="prepared split to score (default the recipe's eval split)")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="only the first N examples")] = None,
 ) -> None:
-    """TF-IDF + logistic regression (scikit-learn) on the recipe's prepared train split, scored like
-    any model on its eval split: the bar to clear, beside every classification result.
+    """The bars to clear, fitted on the recipe's prepared train split only and scored like any model
+    on its eval split: TF-IDF + logistic regression with its configuration chosen by 5-fold
+    cross-validation (printed with its CV score), or the majority label.
 
     Examples:\n
       ftk baseline configs/disaster_llama3_clshead_lora_tiny.yaml\n
-      ftk baseline configs/agnews_tiny_real.yaml --limit 2000
+      ftk baseline configs/agnews_tiny_real.yaml --limit 2000\n
+      ftk baseline configs/bionlp_gptneo_tokencls_lora_tiny.yaml --method majority
     """
-    from ftk.eval.baseline import check_classification, tfidf_baseline
+    from ftk.eval.baseline import check_baseline, run_baseline
     from ftk.eval.report import print_table
     from ftk.recipe import load_recipe
     from ftk.validate import check_for_prepare
 
     if split is not None and split not in ("train", "validation", "test"):
         raise FtkError(f"--split {split!r}: expected train, validation or test")
-    check_classification(load_recipe(recipe, overrides), recipe)  # before any data is read
+    check_baseline(load_recipe(recipe, overrides), recipe, method)  # before any data is read
     r = check_for_prepare(recipe, overrides)
-    metrics, out_dir = tfidf_baseline(r, recipe, out_dir=out, split=split, limit=limit)
+    metrics, out_dir = run_baseline(method, r, recipe, out_dir=out, split=split, limit=limit)
+    if metrics.get("chosen"):
+        cv = metrics["cv"]
+        print(f"chosen by {cv['folds']}-fold CV on the train split ({cv['scoring']} {cv['score']:.4f}): "
+              + ", ".join(f"{k}={v}" for k, v in metrics["chosen"].items()))
+    elif metrics.get("what"):
+        print(f"baseline: {metrics['what']}")
     print_table(metrics)
     print(f"reports: {out_dir}")
 
