@@ -28,7 +28,7 @@ from ftk.fileio import read_json, write_json
 IDENTITY = "identity.json"
 VERSION = 1
 # The files an evaluation writes into its folder: the only ones `--fresh` removes.
-OUTPUT_FILES = (PREDICTIONS, IDENTITY, "metrics.json", "report.md", "scores.jsonl", "errors.jsonl",
+OUTPUT_FILES = (PREDICTIONS, IDENTITY, "metrics.json", "report.md", "scores.jsonl", "errors.jsonl", "items.jsonl",
                 "confusion.png")
 OUTPUT_GLOBS = ("predictions.shard-*.jsonl", "shard-*.log")
 # Files of a model folder that decide its outputs (weights, architecture, tokenizer, template).

@@ -184,6 +184,32 @@ def confusion_png(m: dict, path: Path) -> None:
     plots.save(fig, path, dpi=120)
 
 
+ITEMS = "items.jsonl"
+
+
+def item_of(r: dict) -> dict:
+    """One scored item without the dataset's text: id (and the source's id), gold and predicted label
+    (or IOB2 tags), correct, invalid, and the label probabilities where the model scored labels. What a
+    results folder publishes, so others can recompute every figure (scripts/real_results.py)."""
+    item = {"id": r["id"]}
+    if "source_id" in r:
+        item["source_id"] = r["source_id"]
+    if "gold_tags" in r:
+        item.update(gold_tags=r["gold_tags"], pred_tags=r["pred_tags"])
+    else:
+        item.update(gold=r["label"], pred=r["extracted"])
+    item.update(correct=bool(r["correct"]), invalid=bool(r["invalid"]))
+    if "label_probs" in r:
+        item["label_probs"] = r["label_probs"]
+    return item
+
+
+def write_items(path: Path, rows: list[dict]) -> None:
+    with atomic_open(path) as fh:
+        for r in rows:
+            fh.write(json.dumps(item_of(r), ensure_ascii=False) + "\n")
+
+
 def write_outputs(out_dir: Path, metrics: dict, rows: list[dict], task=None) -> None:
     """Every report file of an evaluation; with the task, a copy of its YAML (task.yaml) so the
     folder is scored and compared without the original task file."""
@@ -199,6 +225,8 @@ def write_outputs(out_dir: Path, metrics: dict, rows: list[dict], task=None) -> 
             if r.get("score") is not None:
                 item["score"] = float(r["score"]) if not isinstance(r["score"], (list, tuple)) else None
             fh.write(json.dumps(item) + "\n")
+    if metrics.get("kind") in ("classification", "pair_classification", "ner"):
+        write_items(out_dir / ITEMS, rows)
     with atomic_open(out_dir / "errors.jsonl") as fh:
         for r in rows:
             if not r["correct"]:

@@ -56,6 +56,8 @@ def score_classification(task: TaskSpec, records: list[dict], preds: dict[str, d
         text = preds[r["id"]]["predict"]
         got = extract(text)
         rows.append(_row(r, text, got, got == r["label"], got == INVALID))
+        if isinstance(preds[r["id"]].get("label_probs"), dict):  # choice mode, heads: kept per item
+            rows[-1]["label_probs"] = preds[r["id"]]["label_probs"]
     gold, pred = [x["label"] for x in rows], [x["extracted"] for x in rows]
     metrics = M.classification_metrics(gold, pred, task.labels)
     headline = task.metrics[0] if task.metrics and task.metrics[0] in ("accuracy", "macro_f1") else "accuracy"
@@ -76,6 +78,7 @@ def score_ner(task: TaskSpec, records: list[dict], preds: dict[str, dict]) -> tu
             gold_tags.append(r["tags"])
             pred_tags.append(given)
             rows.append(_row(r, text, spans.target_for_tags(r["tokens"], given), given == r["tags"], False))
+            rows[-1].update(gold_tags=r["tags"], pred_tags=given)
             continue
         parsed = spans.parse_entities(text, task.labels)
         if parsed.valid:
@@ -90,6 +93,7 @@ def score_ner(task: TaskSpec, records: list[dict], preds: dict[str, dict]) -> tu
         # seqeval would otherwise match): per-item scores and the exact-match rate count it as wrong.
         rows.append(_row(r, text, spans.target_for_tags(r["tokens"], tags), parsed.valid and tags == r["tags"],
                          not parsed.valid))
+        rows[-1].update(gold_tags=r["tags"], pred_tags=tags)
     metrics = M.ner_metrics(gold_tags, pred_tags)
     n = len(records)
     metrics.update({"invalid": invalid, "invalid_rate": invalid / n if n else 0.0,

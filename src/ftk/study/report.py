@@ -73,34 +73,44 @@ def study_report(sdir: str | Path) -> dict:
     rows, methods, trivial = [], set(), None
     for s in states:
         m = read_json(Path(s["eval_dir"], "metrics.json"), what="trial metrics", required=("headline",))
+        if s.get("baseline") == "majority" and metric in (None, m["headline"]):
+            trivial = {"value": m[m["headline"]], "what": str(m.get("what", "majority baseline")), "row": s["id"]}
         trivial = trivial or majority_baseline(m, metric or m["headline"])
-        run = read_json(Path(s["run_dir"], "manifest.json"), what="trial run manifest")
+        # a baseline has no training run; the others' run manifests give the training time
+        run = {} if s.get("baseline") else read_json(Path(s["run_dir"], "manifest.json"), what="trial run manifest")
         head = metric or m["headline"]
         if head not in m:
             raise FtkError(f"the study's metric {head!r} is not in this evaluation (it has {m['headline']!r})",
                            path=Path(s["eval_dir"], "metrics.json"))
         lo, hi = m.get("ci95", {}).get(head, [None, None])
         methods.add(ci_method(m, head))
-        rows.append({"trial": s["id"], "base": bool(s.get("base")), "varied": s["varied"], "headline": head,
+        rows.append({"trial": s["id"], "base": bool(s.get("base")), "baseline": s.get("baseline"),
+                     "what": _what(s, m), "varied": s["varied"], "headline": head,
                      "value": m[head], "ci95": [lo, hi], "invalid_rate": m.get("invalid_rate"), "n": m.get("n"),
                      "train_seconds": run.get("train_seconds"), "eval_examples_per_s": m.get("examples_per_s"),
                      "one_class": one_class(m),
                      "run_dir": s["run_dir"], "eval_dir": s["eval_dir"]})
     head = rows[0]["headline"]
-    trials = [r for r in rows if not r["base"]]
-    base = next((r for r in rows if r["base"]), None)
+    trials = [r for r in rows if not (r["base"] or r["baseline"])]
     pick = max if direction == "maximize" else min
-    best = pick(trials, key=lambda r: r["value"]) if trials else None  # ties: the first in trial order
+    strongest = lambda rs: pick(rs, key=lambda r: r["value"]) if rs else None  # ties: the first
+    base = strongest([r for r in rows if r["base"]])  # every trial is tested against the strongest base row
+    baseline = strongest([r for r in rows if r["baseline"]])  # ... and the strongest baseline
+    best = strongest(trials)
     ties = [r["trial"] for r in trials if best and r["value"] == best["value"]]
     for r in rows:
-        r["vs_best"] = _paired(best, r, head) if best and r is not best and not r["base"] else None
-        r["vs_base"] = _paired(base, r, head) if base and not r["base"] else None
-    _holm(rows, "vs_best")
-    _holm(rows, "vs_base")
+        tuned = not (r["base"] or r["baseline"])
+        r["vs_best"] = _paired(best, r, head) if best and r is not best and tuned else None
+        r["vs_base"] = _paired(base, r, head) if base and tuned else None
+        r["vs_baseline"] = _paired(baseline, r, head) if baseline and tuned else None
+    for key in ("vs_best", "vs_base", "vs_baseline"):
+        _holm(rows, key)
     axes = sorted({k for r in trials for k in r["varied"]})
     report = {"study": sdir.name, "study_dir": str(sdir), "headline": head, "direction": direction, "rows": rows,
               "best": best["trial"] if best else None, "tied_best": ties if len(ties) > 1 else [], "axes": axes,
-              "trivial": trivial,
+              "strongest_base": base["trial"] if base else None,
+              "strongest_baseline": baseline["trial"] if baseline else None,
+              "seeds": seed_groups(trials), "trivial": trivial,
               "tests": {"mcnemar": MCNEMAR, "bootstrap": f"paired bootstrap of {head} (B = {N_BOOT}"
                         " resamples of the items, percentile 95% CI, two-sided p = (k+1)/(B+1)); Holm within each "
                         "column", "ci95": f"{head} of each trial alone, " + "; ".join(sorted(methods))}}
@@ -110,6 +120,44 @@ def study_report(sdir: str | Path) -> dict:
     report["plots"] = [str(p) for p in plot_axes(report, sdir)]
     write_json(sdir / "report.json", report)
     return report
+
+
+def _what(state: dict, m: dict) -> str:
+    """A base row's or baseline's description (the report's `varied` cell)."""
+    if state.get("baseline") == "tfidf":
+        chosen = m.get("chosen") or {}
+        cv = m.get("cv") or {}
+        return ("TF-IDF + logistic regression (CV-chosen: " + ", ".join(f"{k}={v}" for k, v in chosen.items())
+                + (f"; CV {cv.get('scoring')} {cv['score']:.4f}" if "score" in cv else "") + ")")
+    if state.get("baseline"):
+        return f"majority baseline: {m.get('what', 'the train split majority')}"
+    if state.get("base"):
+        mode = {"head": "untrained head", "generate": "zero-shot generate", "choice": "zero-shot choice"}.get(
+            m.get("mode"), str(m.get("mode")))
+        if m.get("shots"):
+            mode = f"{m['shots']}-shot {m.get('mode')}"
+        return f"base model ({mode})"
+    return ""
+
+
+def seed_groups(trials: list[dict], key: str = "train.seed") -> list[dict]:
+    """Trials that differ only in their seed: the values, mean and sample sd of each group of 2+."""
+    import statistics
+
+    groups: dict[str, list[dict]] = {}
+    for r in trials:
+        if key in r["varied"]:
+            rest = {k: v for k, v in r["varied"].items() if k != key}
+            groups.setdefault(repr(sorted(rest.items())), []).append(r)
+    out = []
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        values = [r["value"] for r in members]
+        out.append({"varied": {k: v for k, v in members[0]["varied"].items() if k != key},
+                    "seeds": [r["varied"][key] for r in members], "trials": [r["trial"] for r in members],
+                    "values": values, "mean": statistics.fmean(values), "sd": statistics.stdev(values)})
+    return out
 
 
 def majority_baseline(m: dict, metric: str) -> dict | None:
@@ -133,6 +181,8 @@ def _fmt(x, spec=".4f") -> str:
 
 
 def _varied(r: dict) -> str:
+    if r.get("what"):
+        return r["what"]
     return "base model" if r["base"] else (", ".join(f"{k}={v}" for k, v in r["varied"].items()) or "the recipe")
 
 
@@ -153,9 +203,11 @@ def report_markdown(rep: dict) -> str:
              f"on the paired items; {rep['tests']['mcnemar']}; {rep['tests']['bootstrap']}. "
              f"95% CI: {rep['tests']['ci95']}." + (f" Trivial baseline: {head} {rep['trivial']['value']:.4f} for the "
                                                   f"{rep['trivial']['what']}." if rep.get("trivial") else ""), "",
+             f"Tuned rows are tested against the strongest base row ({rep.get('strongest_base') or 'none'}) and "
+             f"the strongest baseline ({rep.get('strongest_baseline') or 'none'}).", "",
              f"| trial | varied | {head} | {head} 95% CI | invalid | train s | eval ex/s | vs best (delta {head}) | "
-             f"vs base (delta {head}) |",
-             "|---|---|---:|---|---:|---:|---:|---|---|"]
+             f"vs strongest base (delta {head}) | vs strongest baseline (delta {head}) |",
+             "|---|---|---:|---|---:|---:|---:|---|---|---|"]
     for r in rep["rows"]:
         mark = " **(best)**" if r["trial"] == rep["best"] else ""
         mark += f" (predicts {r['one_class']} for every item)" if r.get("one_class") else ""
@@ -163,7 +215,14 @@ def report_markdown(rep: dict) -> str:
         lines.append(f"| {r['trial']}{mark} | {_varied(r)} | {_fmt(r['value'])} | {ci} | "
                      f"{_fmt(r['invalid_rate'], '.2%')} | {_fmt(r['train_seconds'], '.0f')} | "
                      f"{_fmt(r.get('eval_examples_per_s'), '.2f')} | {_test(r['vs_best'])} | "
-                     f"{_test(r['vs_base'])} |")
+                     f"{_test(r['vs_base'])} | {_test(r.get('vs_baseline'))} |")
+    if rep.get("seeds"):
+        lines += ["", f"Seed-to-seed spread (trials that differ only in train.seed): {head} mean, sample sd, each seed.",
+                  "", "| varied | seeds | mean | sd | each seed |", "|---|---|---:|---:|---|"]
+        for g in rep["seeds"]:
+            lines.append(f"| {', '.join(f'{k}={v}' for k, v in g['varied'].items()) or 'the recipe'} | "
+                         f"{', '.join(map(str, g['seeds']))} | {g['mean']:.4f} | {g['sd']:.4f} | "
+                         f"{', '.join(f'{v:.4f}' for v in g['values'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -172,16 +231,17 @@ def _csv(rep: dict) -> str:
     h = rep["headline"]
     cols = ["trial", "base", *rep["axes"], h, f"{h}_ci95_low", f"{h}_ci95_high", "invalid_rate",
             "train_seconds", "eval_examples_per_s", f"vs_best_delta_{h}", "vs_best_mcnemar_p_holm", f"vs_best_bootstrap_{h}_p_holm",
-            f"vs_base_delta_{h}", "vs_base_mcnemar_p_holm", f"vs_base_bootstrap_{h}_p_holm", "run_dir"]
+            f"vs_base_delta_{h}", "vs_base_mcnemar_p_holm", f"vs_base_bootstrap_{h}_p_holm",
+            f"vs_baseline_delta_{h}", "vs_baseline_mcnemar_p_holm", "run_dir"]
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
     for r in rep["rows"]:
-        t1, t2 = r["vs_best"] or {}, r["vs_base"] or {}
+        t1, t2, t3 = r["vs_best"] or {}, r["vs_base"] or {}, r.get("vs_baseline") or {}
         w.writerow([r["trial"], r["base"], *(r["varied"].get(a, "") for a in rep["axes"]), r["value"],
                     r["ci95"][0], r["ci95"][1], r["invalid_rate"], r["train_seconds"],
                     r.get("eval_examples_per_s"), t1.get("delta"),
                     t1.get("mcnemar_p_holm"), t1.get("bootstrap_p_holm"), t2.get("delta"), t2.get("mcnemar_p_holm"),
-                    t2.get("bootstrap_p_holm"), r["run_dir"]])
+                    t2.get("bootstrap_p_holm"), t3.get("delta"), t3.get("mcnemar_p_holm"), r["run_dir"]])
     return buf.getvalue()
 
 
@@ -189,8 +249,8 @@ def plot_axes(rep: dict, sdir: Path) -> list[Path]:
     """One PNG per varied key: the metric (with its CI) at each value, the best trial marked, the base
     model and the trivial baseline (majority class) as lines, a log axis over a 5x+ numeric range."""
     head = rep["headline"]
-    trials = [r for r in rep["rows"] if not r["base"]]
-    base = next((r for r in rep["rows"] if r["base"]), None)
+    trials = [r for r in rep["rows"] if not (r["base"] or r.get("baseline"))]
+    base = next((r for r in rep["rows"] if r["trial"] == rep.get("strongest_base")), None)
     paths = []
     for axis in rep["axes"] or ([None] if base else []):
         fig, ax = plots.figure(8, 4.2)
@@ -210,7 +270,7 @@ def plot_axes(rep: dict, sdir: Path) -> list[Path]:
             ax.set_xscale("log")  # learning rates and the like: a 10x range reads on a log axis
         lines = []
         if base is not None:
-            ax.axhline(base["value"], color="tab:gray", linestyle="--", label=f"base model {base['value']:.3f}")
+            ax.axhline(base["value"], color="tab:gray", linestyle="--", label=f"strongest base {base['value']:.3f}")
             lines.append(base["value"])
         if rep.get("trivial"):
             t = rep["trivial"]

@@ -18,7 +18,7 @@ from ftk.data.prepare import recipe_fingerprint
 from ftk.errors import FtkError, TrainingFailed
 from ftk.fileio import write_json, write_text
 from ftk.recipe import load_recipe
-from ftk.study.spec import StudySpec, as_overrides, load_study, trial_id, trial_overrides
+from ftk.study.spec import StudySpec, as_overrides, base_row_overrides, load_study, trial_id, trial_overrides
 from ftk.study.state import is_done, portable, state_path
 
 
@@ -28,33 +28,41 @@ class Trial:
     varied: dict[str, Any]
     overrides: list[str] = field(default_factory=list)  # the study's, the trial's, and the folders'
     base: bool = False
+    mode: str | None = None  # a `bases` row: its eval mode and in-context examples
+    shots: int | None = None
+    baseline: str | None = None  # a `baselines` row: tfidf or majority
 
 
 def study_dir(spec: StudySpec, out: str | Path | None = None) -> Path:
     return Path(out) if out else Path("runs") / f"study-{spec.name}"
 
 
-def _trial(spec: StudySpec, recipe_path: Path, sdir: Path, tid: str, varied: dict, base: bool = False) -> Trial:
-    overrides = list(spec.overrides) + as_overrides(varied)
+def _trial(spec: StudySpec, recipe_path: Path, sdir: Path, tid: str, varied: dict, base: bool = False,
+           overrides: list[str] | None = None, **kind) -> Trial:
+    overrides = list(spec.overrides) + as_overrides(varied) if overrides is None else overrides
     r = load_recipe(recipe_path, overrides)
     # Trials that prepare the same data share it; trials that change data keys get their own folder.
     folders = [f"runs_dir={sdir / 'runs'}", f"name={spec.name}-{tid}",
                f"data.prepared_dir={sdir / 'prepared' / recipe_fingerprint(r.stage_recipes()[-1][1])}"]
     if r.stages:  # a chain keeps each stage's own prepared folder
         folders = folders[:2]
-    return Trial(tid, varied, overrides + folders, base)
+    return Trial(tid, varied, overrides + folders, base, **kind)
 
 
 def plan_trials(spec: StudySpec, recipe_path: Path, sdir: Path) -> list[Trial]:
-    """The base row (when asked) and the grid trials, in a fixed order."""
+    """The base rows and baselines (when asked), then the grid trials, in a fixed order."""
     trials = [_trial(spec, recipe_path, sdir, "base", {}, base=True)] if spec.base else []
+    trials += [_trial(spec, recipe_path, sdir, row.id, {}, base=True, mode=row.mode, shots=row.shots,
+                      overrides=base_row_overrides(spec, recipe_path, row)) for row in spec.bases]
+    trials += [_trial(spec, recipe_path, sdir, f"baseline-{b}", {}, baseline=b) for b in spec.baselines]
     if spec.strategy == "grid":
         trials += [_trial(spec, recipe_path, sdir, trial_id(i, v), v) for i, v in enumerate(trial_overrides(spec))]
     return trials
 
 
-# Keys that name where a trial's files go, not what it trains or evaluates.
+# Keys that name where a trial's files go, or what it asks a scheduler for, not what it trains or evaluates.
 _WHERE_KEYS = ("name", "runs_dir", "data.prepared_dir")
+_SCHEDULER = "distributed.slurm."
 
 
 def _flat(obj, prefix: str = "") -> dict:
@@ -74,12 +82,16 @@ def trial_identity(trial: Trial, spec: StudySpec, recipe_path: Path) -> dict:
 
     r = load_recipe(recipe_path, trial.overrides)
     flat = {k: v for k, v in _flat(r.model_dump(mode="json")).items()
-            if k not in _WHERE_KEYS and not k.endswith((".prepared_dir", ".runs_dir"))}
+            if k not in _WHERE_KEYS and not k.endswith((".prepared_dir", ".runs_dir")) and _SCHEDULER not in k}
     try:
         flat["task_sha256"] = load_task(r.stage_recipes()[-1][1].task).sha256
     except FtkError:
         flat["task_sha256"] = None
     flat.update({f"study.eval.{k}": v for k, v in _flat(spec.eval.model_dump(mode="json")).items()})
+    if trial.mode or trial.shots:  # a `bases` row
+        flat.update({"base.mode": trial.mode, "base.shots": trial.shots})
+    if trial.baseline:
+        flat["baseline"] = trial.baseline
     return json.loads(json.dumps(flat))  # as it reads back from the state file (tuples -> lists)
 
 
@@ -113,10 +125,13 @@ def run_trial(trial: Trial, spec: StudySpec, recipe_path: Path, sdir: Path) -> d
     from ftk.train.run import train
     from ftk.validate import check_for_training
 
+    if trial.baseline:
+        return _run_baseline(trial, spec, recipe_path, sdir)
     recipe = check_for_training(recipe_path, trial.overrides)
     # The trials of a study are one W&B group: set in the trainer's environment, never in ftk's own.
     extra_env = {"WANDB_RUN_GROUP": spec.name} if recipe.tracking.report_to == "wandb" else None
-    what = "the base model" if trial.base else (", ".join(as_overrides(trial.varied)) or "the recipe as it is")
+    what = (f"the base model ({trial.mode}" + (f", {trial.shots} examples in context)" if trial.shots else ")")
+            if trial.mode else "the base model") if trial.base else (", ".join(as_overrides(trial.varied)) or "the recipe as it is")
     print(f"[study] trial {trial.id}: {what}", flush=True)
     identity = trial_identity(trial, spec, recipe_path)
     try:
@@ -127,14 +142,36 @@ def run_trial(trial: Trial, spec: StudySpec, recipe_path: Path, sdir: Path) -> d
     except TrainingFailed as exc:
         raise TrainingFailed(f"study {spec.name}: trial {trial.id} failed ({exc}); finished trials are kept: run "
                              "the study again to resume", exc.code) from None
-    metrics, eval_dir = evaluate_run(run_dir, split=spec.eval.split, mode=spec.eval.mode, limit=spec.eval.limit)
+    metrics, eval_dir = evaluate_run(run_dir, split=spec.eval.split, mode=trial.mode or spec.eval.mode,
+                                     limit=spec.eval.limit, shots=trial.shots)
+    return _done(trial, sdir, run_dir, eval_dir, metrics, identity)
+
+
+def _done(trial: Trial, sdir: Path, run_dir: Path, eval_dir: Path, metrics: dict, identity: dict) -> dict:
     head = metrics["headline"]
     state = {"id": trial.id, "varied": trial.varied, "overrides": trial.overrides, "base": trial.base,
              "run_dir": portable(sdir, run_dir), "eval_dir": portable(sdir, eval_dir), "headline": head,
              "value": metrics[head], "identity": identity}
+    if trial.baseline:
+        state["baseline"] = trial.baseline
     write_json(state_path(sdir, trial.id), state)
     print(f"[study] trial {trial.id} done: {head} {metrics[head]:.4f}", flush=True)
     return state
+
+
+def _run_baseline(trial: Trial, spec: StudySpec, recipe_path: Path, sdir: Path) -> dict:
+    """A `baselines` row: `ftk baseline` on the study's prepared data, into the study folder."""
+    from ftk.eval.baseline import run_baseline
+    from ftk.validate import check_for_prepare
+
+    print(f"[study] trial {trial.id}: the {trial.baseline} baseline", flush=True)
+    identity = trial_identity(trial, spec, recipe_path)
+    recipe = check_for_prepare(recipe_path, trial.overrides)
+    run_dir = sdir / "baselines" / trial.baseline
+    split = spec.eval.split
+    metrics, eval_dir = run_baseline(trial.baseline, recipe, recipe_path, out_dir=run_dir / f"eval-{split}",
+                                     split=split, limit=spec.eval.limit)
+    return _done(trial, sdir, run_dir, eval_dir, metrics, identity)
 
 
 def keep_study_copy(path: Path, recipe_path: Path, sdir: Path) -> None:
@@ -173,7 +210,7 @@ def run_study(path: str | Path, *, out: str | Path | None = None, dry_run: bool 
     if only is None and not sdir.exists():
         from ftk.validate import check_for_training  # files, model, data: before the study folder exists
 
-        first = next((t for t in trials if not t.base), None)
+        first = next((t for t in trials if not (t.base or t.baseline)), None)
         check_for_training(recipe_path, first.overrides if first else spec.overrides)
     # trials recorded as done must have run with these settings: checked before the folder is touched
     done = {t.id for i, t in enumerate(trials) if (only is None or i == only) and check_done(t, spec, recipe_path, sdir)}
@@ -236,8 +273,9 @@ def dry_run_table(spec: StudySpec, trials: list[Trial], sdir: Path) -> str:
              (f", then {spec.optuna.trials} Optuna trial(s) over {', '.join(spec.optuna.params)}"
               if spec.strategy == "optuna" else ""), ""]
     for i, t in enumerate(trials):
-        what = "base model (no training)" if t.base else " ".join(as_overrides(t.varied))
-        lines.append(f"{i:3d}  {t.id:12}  {what}{'  (done)' if is_done(sdir, t.id) else ''}")
+        what = ("base model (no training)" + (f", {t.mode}" if t.mode else "") + (f", {t.shots}-shot" if t.shots else "")
+                if t.base else f"{t.baseline} baseline" if t.baseline else " ".join(as_overrides(t.varied)))
+        lines.append(f"{i:3d}  {t.id:18}  {what}{'  (done)' if is_done(sdir, t.id) else ''}")
     common = " ".join(spec.overrides)
     if common:
         lines += ["", f"every trial: {common}"]

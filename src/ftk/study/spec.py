@@ -5,6 +5,10 @@ name: agnews_lr                      # the study folder: runs/study-<name>/ (or 
 recipe: ../configs/agnews_tiny_cpu.yaml   # relative to this file
 overrides: [train.max_steps=60]      # every trial (and the base row)
 base: true                           # a row for the recipe's model before training
+bases:                               # more base rows: zero-shot choice, K-shot (in-context) choice
+  - {mode: choice}
+  - {mode: choice, shots: 8, overrides: [train.cutoff_len=1024]}
+baselines: [tfidf, majority]         # `ftk baseline` rows (CV-chosen TF-IDF; majority label / all-O)
 grid:                                # cartesian product
   train.learning_rate: [1.0e-3, 5.0e-4, 2.0e-4]
 paired:                              # each group's lists move together (zip), groups multiply
@@ -72,12 +76,33 @@ class EvalSpec(_Strict):
     limit: int | None = Field(None, ge=1)
 
 
+# A base row of a recipe with a classification head, in generate or choice mode, is the language
+# model answering the task's prompt: the head (and its head-only keys) is set aside for that row.
+GENERATIVE_BASE = ["method.head=none", "method.class_weights=none", "method.lora_bias=none"]
+
+
+class BaseRow(_Strict):
+    """One more row of the recipe's model before training (besides `base: true`, the recipe's own
+    mode: the untrained head for head recipes)."""
+
+    mode: Literal["generate", "choice"] = "generate"
+    shots: int | None = Field(None, ge=1, le=64, description="in-context examples from the train split")
+    overrides: list[str] = Field(default_factory=list, description="key=value for this row only (e.g. a longer "
+                                 "train.cutoff_len to make room for the examples)")
+
+    @property
+    def id(self) -> str:
+        return f"base-{self.mode}" + (f"-{self.shots}shot" if self.shots else "")
+
+
 class StudySpec(_Strict):
     name: str
     recipe: str = Field(description="the base recipe, relative to the study file")
     description: str = ""
     overrides: list[str] = Field(default_factory=list, description="key=value for every trial and the base row")
     base: bool = Field(False, description="add the recipe's model before training as a row")
+    bases: list[BaseRow] = Field(default_factory=list, description="more base-model rows (mode, shots)")
+    baselines: list[Literal["tfidf", "majority"]] = Field(default_factory=list, description="`ftk baseline` rows")
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     paired: list[dict[str, list[Any]]] = Field(default_factory=list)
     strategy: Literal["grid", "optuna"] = "grid"
@@ -114,7 +139,12 @@ class StudySpec(_Strict):
             raise ValueError("strategy optuna needs an `optuna` section (trials, params)")
         if self.strategy == "grid" and self.optuna is not None:
             raise ValueError("`optuna` is set but strategy is grid")
-        if self.strategy == "grid" and not (self.grid or self.paired or self.base):
+        ids = [b.id for b in self.bases]
+        if len(set(ids)) < len(ids):
+            raise ValueError(f"bases: two rows with the same mode and shots ({', '.join(ids)})")
+        if len(set(self.baselines)) < len(self.baselines):
+            raise ValueError("baselines: a baseline is named twice")
+        if self.strategy == "grid" and not (self.grid or self.paired or self.base or self.bases):
             raise ValueError("nothing to vary: give grid, paired or base: true")
         return self
 
@@ -180,4 +210,22 @@ def load_study(path: str | Path) -> tuple[StudySpec, Path]:
         except FtkError as exc:
             raise FtkError(f"a trial's recipe does not validate ({', '.join(as_overrides(varied)) or 'base'}): "
                            f"{exc}", path=path) from None
+    for i, row in enumerate(spec.bases):
+        try:
+            base_row_overrides(spec, recipe_path, row)
+        except FtkError as exc:
+            raise FtkError(f"base row {row.id}: {exc}", path=path, where=f"bases.{i}") from None
     return spec, recipe_path
+
+
+def base_row_overrides(spec: StudySpec, recipe_path: Path, row: BaseRow) -> list[str]:
+    """The overrides of one `bases` row (checked): the study's, the head set aside, the row's own."""
+    from ftk.data.task import load_task
+
+    plain = load_recipe(recipe_path, spec.overrides)
+    overrides = list(spec.overrides) + (GENERATIVE_BASE if plain.method.head != "none" else []) + row.overrides
+    r = load_recipe(recipe_path, overrides)
+    task = load_task(r.stage_recipes()[-1][1].task)
+    if row.mode == "choice" and not task.is_classification:
+        raise FtkError(f"mode choice needs a closed label set; task {task.name!r} is {task.kind}")
+    return overrides

@@ -55,10 +55,36 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
+# The CPU features that decide CPU speed here (machines differ: some have AVX-512 with bf16, or AMX).
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
+
+
+def cpu_info() -> dict:
+    """{"cpu_model", "cpu_flags" (those of CPU_FLAGS the CPU has), "load_avg"} from /proc (Linux)."""
+    out: dict = {}
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return out
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and "cpu_model" not in out:
+            out["cpu_model"] = value.strip()
+        elif key.strip() == "flags":
+            have = set(value.split())
+            out["cpu_flags"] = [f for f in CPU_FLAGS if f in have]
+            break
+    try:
+        out["load_avg"] = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        pass
+    return out
+
+
 def device_info() -> dict:
     """Host and accelerators, without importing torch (a second of start-up on every run)."""
     info: dict = {"host": socket.gethostname(), "platform": platform.platform(),
-                  "python": platform.python_version(), "cpu_count": os.cpu_count(), "gpus": []}
+                  "python": platform.python_version(), "cpu_count": os.cpu_count(), "gpus": [], **cpu_info()}
     smi = shutil.which("nvidia-smi")
     if smi:
         try:
