@@ -351,6 +351,10 @@ def print_report(rep: dict) -> None:
                                                                 for r in rep["rows"] if r.get("one_class")))
     if rep.get("trivial"):
         print(f"trivial baseline: {rep['headline']} {rep['trivial']['value']:.4f} ({rep['trivial']['what']})")
+    for g in rep.get("seeds", []):
+        varied = ", ".join(f"{k}={v}" for k, v in g["varied"].items()) or "the recipe"
+        print(f"seeds {', '.join(map(str, g['seeds']))} ({varied}): {rep['headline']} mean {g['mean']:.4f}, "
+              f"sd {g['sd']:.4f}")
     for p in rep.get("plots", []):
         print(f"plot: {p}")
     print(f"report: {Path(rep['study_dir']) / 'report.md'} (.csv, .json; train time, throughput, bootstrap p)")

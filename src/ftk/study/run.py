@@ -110,6 +110,7 @@ def check_done(trial: Trial, spec: StudySpec, recipe_path: Path, sdir: Path) -> 
     if not isinstance(recorded, dict):
         raise FtkError(f"trial {trial.id} is recorded as done without the settings it ran with (an older ftk), so "
                        f"it cannot be reused as this study's; {hint}", path=path)
+    recorded = {k: v for k, v in recorded.items() if _SCHEDULER not in k}  # recorded by an ftk that kept them
     diff = differences(recorded, trial_identity(trial, spec, recipe_path))
     if diff:
         more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
