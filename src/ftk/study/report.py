@@ -250,7 +250,9 @@ def plot_axes(rep: dict, sdir: Path) -> list[Path]:
     model and the trivial baseline (majority class) as lines, a log axis over a 5x+ numeric range."""
     head = rep["headline"]
     trials = [r for r in rep["rows"] if not (r["base"] or r.get("baseline"))]
-    base = next((r for r in rep["rows"] if r["trial"] == rep.get("strongest_base")), None)
+    bases = [r for r in rep["rows"] if r["base"]]
+    base = next((r for r in bases if r["trial"] == rep.get("strongest_base")), bases[0] if bases else None)
+    base_name = "base model" if len(bases) == 1 else f"strongest base ({base['trial']})" if base else ""
     paths = []
     for axis in rep["axes"] or ([None] if base else []):
         fig, ax = plots.figure(8, 4.2)
@@ -270,8 +272,13 @@ def plot_axes(rep: dict, sdir: Path) -> list[Path]:
             ax.set_xscale("log")  # learning rates and the like: a 10x range reads on a log axis
         lines = []
         if base is not None:
-            ax.axhline(base["value"], color="tab:gray", linestyle="--", label=f"strongest base {base['value']:.3f}")
+            ax.axhline(base["value"], color="tab:gray", linestyle="--", label=f"{base_name} {base['value']:.3f}")
             lines.append(base["value"])
+        strong = next((r for r in rep["rows"] if r["trial"] == rep.get("strongest_baseline")), None)
+        if strong is not None and strong["trial"] != (rep.get("trivial") or {}).get("row"):
+            ax.axhline(strong["value"], color="tab:green", linestyle="-.", linewidth=1,
+                       label=f"strongest baseline ({strong['trial']}) {strong['value']:.3f}")
+            lines.append(strong["value"])
         if rep.get("trivial"):
             t = rep["trivial"]
             ax.axhline(t["value"], color="black", linestyle=":", linewidth=1, label=f"{t['what']} {t['value']:.3f}")
