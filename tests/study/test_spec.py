@@ -205,3 +205,26 @@ def test_a_large_study_needs_yes_and_a_broken_recipe_leaves_no_study_folder(tmp_
     proc = ftk_here("study", "run", path, "--out", tmp_path / "out", "--yes", cwd=tmp_path)
     assert proc.returncode == 2 and "data file not found" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+REAL = sorted((REPO / "studies" / "real").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", REAL, ids=lambda p: p.name)
+def test_every_real_classification_study_has_the_strong_bases_and_baselines(path):
+    """Zero-shot generate, zero-shot choice, K-shot choice, CV-chosen TF-IDF and majority rows (issue 31):
+    a tuned row is only ever tested against the strongest of them. NER studies: the all-O row."""
+    from ftk.data.task import load_task
+    from ftk.recipe import load_recipe
+
+    spec, recipe_path = load_study(path)
+    r = load_recipe(recipe_path, spec.overrides)
+    task = load_task(r.stage_recipes()[-1][1].task)
+    trials = plan_trials(spec, recipe_path, Path("/nonexistent"))
+    kinds = {(t.mode or ("head" if r.method.head != "none" else "generate"), bool(t.shots)) for t in trials if t.base}
+    baselines = {t.baseline for t in trials if t.baseline}
+    if task.is_classification:
+        assert {("generate", False), ("choice", False), ("choice", True)} <= kinds
+        assert baselines == {"tfidf", "majority"}
+    else:
+        assert "majority" in baselines

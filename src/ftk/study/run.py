@@ -275,7 +275,8 @@ def dry_run_table(spec: StudySpec, trials: list[Trial], sdir: Path) -> str:
               if spec.strategy == "optuna" else ""), ""]
     for i, t in enumerate(trials):
         what = ("base model (no training)" + (f", {t.mode}" if t.mode else "") + (f", {t.shots}-shot" if t.shots else "")
-                if t.base else f"{t.baseline} baseline" if t.baseline else " ".join(as_overrides(t.varied)))
+                if t.base else f"{t.baseline} baseline" if t.baseline else " ".join(as_overrides(t.varied)) or
+                "the recipe as it is")
         lines.append(f"{i:3d}  {t.id:18}  {what}{'  (done)' if is_done(sdir, t.id) else ''}")
     common = " ".join(spec.overrides)
     if common:
