@@ -132,3 +132,15 @@ def test_an_unforeseen_error_is_one_line_with_the_traceback_in_a_file(tmp_path, 
     monkeypatch.setenv("FTK_DEBUG", "1")
     with pytest.raises(ZeroDivisionError):
         cli_main.main(["model", "fetch", "x", str(tmp_path / "m")])
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["eval", str(REPO / "configs" / "agnews_tiny_cpu.yaml"), "--base", "--shots", "0"], "--shots"),
+    (["eval", "--predictions", "{tmp}/p.jsonl", "--task", "agnews", "--out", "{tmp}/o", "--shots", "2"],
+     "use it with --base"),
+    (["baseline", str(REPO / "configs" / "agnews_tiny_cpu.yaml"), "--method", "knn"], "expected tfidf or majority"),
+])
+def test_bad_shots_and_baseline_methods_are_one_line(tmp_path, argv, says):
+    proc = run_ftk(*[a.replace("{tmp}", str(tmp_path)) for a in argv], cwd=tmp_path)
+    assert_one_line(proc, 2, says)
+    assert not (tmp_path / "o").exists()
