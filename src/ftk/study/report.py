@@ -201,8 +201,8 @@ def report_markdown(rep: dict) -> str:
              (f" (tied: {', '.join(rep['tied_best'])}; the first in trial order is taken)" if rep.get("tied_best")
               else "") + f". vs best / vs base: delta {head} = the trial minus the best trial (or the base model) "
              f"on the paired items; {rep['tests']['mcnemar']}; {rep['tests']['bootstrap']}. "
-             f"95% CI: {rep['tests']['ci95']}." + (f" Trivial baseline: {head} {rep['trivial']['value']:.4f} for the "
-                                                  f"{rep['trivial']['what']}." if rep.get("trivial") else ""), "",
+             f"95% CI: {rep['tests']['ci95']}." + (f" Trivial baseline: {head} {rep['trivial']['value']:.4f} "
+                                                  f"({rep['trivial']['what']})." if rep.get("trivial") else ""), "",
              f"Tuned rows are tested against the strongest base row ({rep.get('strongest_base') or 'none'}) and "
              f"the strongest baseline ({rep.get('strongest_baseline') or 'none'}).", "",
              f"| trial | varied | {head} | {head} 95% CI | invalid | train s | eval ex/s | vs best (delta {head}) | "
