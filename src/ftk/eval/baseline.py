@@ -21,7 +21,7 @@ from ftk.errors import FtkError
 from ftk.eval.evaluate import split_records
 from ftk.eval.predictions import PREDICTIONS, base_row, write_rows
 from ftk.eval.report import write_outputs
-from ftk.eval.scoring import score
+from ftk.eval.scoring import classification_headline, score
 from ftk.recipe import Recipe
 from ftk.train.hf.data import text_of
 from ftk.train.run import ensure_prepared
@@ -63,8 +63,8 @@ def _splits(recipe: Recipe, recipe_path, split: str | None, limit: int | None):
 
 
 def _scoring(task) -> str:
-    head = task.metrics[0] if task.metrics and task.metrics[0] in ("accuracy", "macro_f1") else "accuracy"
-    return "f1_macro" if head == "macro_f1" else "accuracy"
+    """scikit-learn's name for the task's headline metric."""
+    return "f1_macro" if classification_headline(task) == "macro_f1" else "accuracy"
 
 
 def choose_tfidf(texts: list[str], labels: list[str], task, seed: int, path=None):
@@ -155,5 +155,6 @@ def majority_baseline(recipe: Recipe, recipe_path: str | Path, *, out_dir: str |
 
 
 def run_baseline(method: str, recipe: Recipe, recipe_path: str | Path, **kwargs) -> tuple[dict, Path]:
-    check_baseline(recipe, recipe_path, method)
+    if method not in METHODS:  # the rest of check_baseline runs inside the baseline itself
+        raise FtkError(f"--method {method!r}: expected {' or '.join(METHODS)}")
     return (tfidf_baseline if method == "tfidf" else majority_baseline)(recipe, recipe_path, **kwargs)

@@ -224,6 +224,15 @@ def sentence_similarity(generations: Sequence[str], truths: Sequence[str | Seque
     return out
 
 
+def ner_f1_ci(gold_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequence[str]],
+              n_boot: int = 200) -> tuple[float, float]:
+    """Percentile bootstrap (over sentences) of the entity micro-F1."""
+    def f1_of(idx):
+        return ner_metrics([gold_tags[i] for i in idx], [pred_tags[i] for i in idx])["f1"]
+
+    return bootstrap_ci(f1_of, len(gold_tags), n_boot=n_boot)
+
+
 def bootstrap_ci(stat, n: int, *, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float]:
     """Percentile bootstrap CI of `stat(indices)` over `n` items (resampled with replacement)."""
     if n == 0:

@@ -47,6 +47,11 @@ def _row(r: dict, text: str, extracted, correct: bool, invalid: bool) -> dict:
     return row
 
 
+def classification_headline(task: TaskSpec) -> str:
+    """The task's first metric when it is accuracy or macro_f1, else accuracy."""
+    return task.metrics[0] if task.metrics and task.metrics[0] in ("accuracy", "macro_f1") else "accuracy"
+
+
 def score_classification(task: TaskSpec, records: list[dict], preds: dict[str, dict], *,
                          base: bool = False) -> tuple[dict, list[dict]]:
     ex = task.extraction_for(base)
@@ -60,7 +65,7 @@ def score_classification(task: TaskSpec, records: list[dict], preds: dict[str, d
             rows[-1]["label_probs"] = preds[r["id"]]["label_probs"]
     gold, pred = [x["label"] for x in rows], [x["extracted"] for x in rows]
     metrics = M.classification_metrics(gold, pred, task.labels)
-    headline = task.metrics[0] if task.metrics and task.metrics[0] in ("accuracy", "macro_f1") else "accuracy"
+    headline = classification_headline(task)
     order = (headline, *sorted({"accuracy", "macro_f1"} - {headline}))
     metrics.update({"headline": headline,
                     "ci95": {m: list(M.classification_ci(gold, pred, task.labels, m)) for m in order},
@@ -99,11 +104,8 @@ def score_ner(task: TaskSpec, records: list[dict], preds: dict[str, dict]) -> tu
     metrics.update({"invalid": invalid, "invalid_rate": invalid / n if n else 0.0,
                     "unaligned_spans": unaligned, "sentence_exact_match": float(np.mean([x["correct"] for x in rows]))})
 
-    def f1_of(idx):
-        return M.ner_metrics([gold_tags[i] for i in idx], [pred_tags[i] for i in idx])["f1"]
-
     metrics["headline"] = "f1"
-    metrics["ci95"] = {"f1": list(M.bootstrap_ci(f1_of, n, n_boot=200))}
+    metrics["ci95"] = {"f1": list(M.ner_f1_ci(gold_tags, pred_tags, n_boot=200))}
     metrics["ci95_method"] = {"f1": M.bootstrap_method(200, "sentences")}
     return metrics, rows
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import statistics
 from pathlib import Path
 
 import numpy as np
@@ -106,11 +105,7 @@ def recompute(items: list[dict], labels: list[str] | None, where: Path | None = 
     if items and "gold_tags" in items[0]:
         gold, pred = [it["gold_tags"] for it in items], [it["pred_tags"] for it in items]
         out = M.ner_metrics(gold, pred)
-
-        def f1_of(idx):
-            return M.ner_metrics([gold[i] for i in idx], [pred[i] for i in idx])["f1"]
-
-        out["ci95"] = {"f1": list(M.bootstrap_ci(f1_of, len(items), n_boot=200))}
+        out["ci95"] = {"f1": list(M.ner_f1_ci(gold, pred, n_boot=200))}
     else:
         gold, pred = [it["gold"] for it in items], [it["pred"] for it in items]
         out = M.classification_metrics(gold, pred, labels)
@@ -133,6 +128,8 @@ def check_row(fig: dict, recorded: dict, where: Path) -> None:
 def rebuild_study(folder: Path) -> dict:
     """study.json's rows with every figure recomputed from the items and checked against metrics.json."""
     from statsmodels.stats.multitest import multipletests
+
+    from ftk.study.report import seed_groups
 
     study = read_json(folder / STUDY_FILE, what="published study")
     head = study["headline"]
@@ -158,14 +155,7 @@ def rebuild_study(folder: Path) -> dict:
         if tuned:
             for r, p in zip(tuned, multipletests([r[f"vs_{kind}"]["p_value"] for r in tuned], method="holm")[1]):
                 r[f"vs_{kind}"]["p_holm"] = float(p)
-    groups: dict[str, list[dict]] = {}
-    for r in rows:
-        if r["kind"] == "trial" and "train.seed" in r["varied"]:
-            rest = {k: v for k, v in r["varied"].items() if k != "train.seed"}
-            groups.setdefault(json.dumps(rest, sort_keys=True), []).append(r)
-    seeds = [{"last": g[-1]["trial"], "seeds": [r["varied"]["train.seed"] for r in g],
-              "values": [r["value"] for r in g], "mean": statistics.fmean(r["value"] for r in g),
-              "sd": statistics.stdev(r["value"] for r in g)} for g in groups.values() if len(g) > 1]
+    seeds = [dict(g, last=g["trials"][-1]) for g in seed_groups([r for r in rows if r["kind"] == "trial"])]
     for r in rows:
         del r["items"]
     return {**study, "rows": rows, "seeds": seeds,
