@@ -4,6 +4,7 @@
     python scripts/real_results.py                    # the table, every figure recomputed from the items
     python scripts/real_results.py --export           # finished studies in runs/study-<name>/ -> results/real/
     python scripts/real_results.py --export --studies agnews_smollm2 --shared   # the cores were shared
+    python scripts/real_results.py --export --studies agnews_smollm2 --merge    # add this session's trials
 
 Every row's accuracy / macro-F1 / entity F1 and its 95% CI are recomputed from `items.jsonl` with
 ftk's metric functions and must equal the recorded metrics.json (the script stops otherwise); the
@@ -64,12 +65,12 @@ def table(studies: list[dict]) -> str:
             ner = "gold_tags" in fig or "token_accuracy" in fig
             acc = f"tokens {fig['token_accuracy']:.4f}" if ner else _ci(fig, "accuracy")
             train = r["provenance"].get("train_seconds")
-            name = s["study"] + (" (machine shared)" if s.get("contended") else "") if first else ""
+            name = s["study"] if first else ""
             mark = " **(strongest base)**" if s["strongest"]["base"] == r["trial"] else \
                 " **(strongest baseline)**" if s["strongest"]["baseline"] == r["trial"] else ""
             lines.append(f"| {name} | {_row_name(r)}{mark} | {acc} | {_ci(fig, 'macro_f1') if not ner else ''} | "
                          f"{_ci(fig, 'f1') if ner else ''} | {fig['invalid_rate']:.1%} | {_test(r.get('vs_base'))} | "
-                         f"{_test(r.get('vs_baseline'))} | {'' if train is None else f'{train:.0f}'} | {fig['n']} |")
+                         f"{_test(r.get('vs_baseline'))} | {'' if train is None else f'{train:.0f}' + (' (shared)' if r.get('contended', s.get('contended')) else '')} | {fig['n']} |")
             first = False
             g = seeds.get(r["trial"])
             if g:
@@ -96,6 +97,8 @@ def main() -> int:
     ap.add_argument("--shared", action="store_true", help="with --export: other work shared the machine's "
                     "cores while the studies ran (their times are upper bounds)")
     ap.add_argument("--note", default="", help="with --export: a sentence stored with the results")
+    ap.add_argument("--merge", action="store_true", help="with --export: keep the published rows of a study that "
+                    "this runs folder does not hold (trials run in an earlier session)")
     args = ap.parse_args()
     root = Path(args.root)
     from ftk.errors import FtkError
@@ -109,7 +112,8 @@ def main() -> int:
             for name in names:
                 sdir = Path(args.runs) / f"study-{name}"
                 if (sdir / "trials").is_dir() and any((sdir / "trials").glob("*.json")):
-                    print(f"exported: {export_study(sdir, root, contended=args.shared, note=args.note)}")
+                    dest = export_study(sdir, root, contended=args.shared, note=args.note, merge=args.merge)
+                    print(f"exported: {dest}")
             return 0
         studies = rebuild_all(root)
     except FtkError as exc:
@@ -117,8 +121,7 @@ def main() -> int:
         return 2
     print(table(studies))
     if any(s.get("contended") for s in studies):
-        print("\n(machine shared): other work shared the CPU cores while the study ran: train seconds are upper "
-              "bounds.")
+        print("\n(shared): other work shared the CPU cores while the row ran: its train seconds are an upper bound.")
     return 0
 
 

@@ -116,3 +116,36 @@ def test_a_published_study_rebuilds_every_figure_from_its_items(bases_study, tmp
     path.write_text("\n".join(lines[:i] + [json.dumps(row)] + lines[i + 1:]) + "\n")
     with pytest.raises(ResultsMismatch, match="accuracy: the items give"):
         rebuild_study(bad)
+
+
+def test_a_study_finished_in_two_sessions_is_published_as_one(bases_study, tmp_path):
+    """--merge: the rows a later session ran replace or join the published ones; the rows it did not
+    run are kept with their own provenance, and the whole is rebuilt and tested as one study."""
+    import shutil
+
+    from ftk.study.results import STUDY_FILE, export_study, rebuild_study
+
+    out, rep = bases_study
+    root = tmp_path / "results"
+    first = tmp_path / "first" / out.name
+    shutil.copytree(out, first)
+    last = sorted((first / "trials").glob("t*.json"))[-1]  # the second seed: "not run yet" in session one
+    last.unlink()
+    dest = export_study(first, root, contended=True, note="session one")
+    assert len(json.loads((dest / STUDY_FILE).read_text())["rows"]) == 6
+    second = tmp_path / "second" / out.name
+    shutil.copytree(out, second)
+    for p in (second / "trials").glob("*.json"):
+        if p.name != last.name:
+            p.unlink()
+    dest = export_study(second, root, contended=False, note="session two", merge=True)
+    study = json.loads((dest / STUDY_FILE).read_text())
+    assert [r["trial"] for r in study["rows"]] == [r["trial"] for r in rep["rows"]]
+    assert {r["trial"]: r["contended"] for r in study["rows"]}[last.stem] is False
+    assert sum(r["contended"] for r in study["rows"]) == 6 and study["contended"] is True
+    assert study["note"] == "session one; session two"
+    rebuilt = rebuild_study(dest)
+    assert rebuilt["seeds"][0]["mean"] == pytest.approx(rep["seeds"][0]["mean"])
+    # without --merge the folder holds only what this runs folder holds
+    dest = export_study(second, root, contended=False)
+    assert [r["trial"] for r in json.loads((dest / STUDY_FILE).read_text())["rows"]] == [last.stem]

@@ -50,8 +50,12 @@ def _provenance(run: dict, m: dict) -> dict:
             "load_avg_at_start": dev.get("load_avg"), "gpus": dev.get("gpus")}
 
 
-def export_study(sdir: Path, out: Path, *, contended: bool, note: str = "") -> Path:
-    """results/<study>/: study.json, and <row>/metrics.json + items.jsonl for every row."""
+def export_study(sdir: Path, out: Path, *, contended: bool, note: str = "", merge: bool = False) -> Path:
+    """results/<study>/: study.json, and <row>/metrics.json + items.jsonl for every row.
+
+    merge: keep the rows already published for this study that `sdir` does not hold (a study finished
+    over several sessions or machines); a row present in both is replaced. Trial names carry the hash
+    of the trial's settings, so a kept row is the same trial; each row keeps its own provenance."""
     from ftk.study.report import study_report
     from ftk.train.runs import cpu_info
 
@@ -73,10 +77,25 @@ def export_study(sdir: Path, out: Path, *, contended: bool, note: str = "") -> P
         rows.append({"trial": r["trial"], "kind": "base" if r["base"] else "baseline" if r.get("baseline") else "trial",
                      "what": r.get("what") or "", "varied": r["varied"], "task": m.get("task"),
                      "labels": list(m.get("per_class") or []) if m.get("kind") != "ner" else None,
-                     "mode": m.get("mode"), "n": m.get("n"), "provenance": _provenance(run, m)})
+                     "mode": m.get("mode"), "n": m.get("n"), "contended": contended,
+                     "provenance": _provenance(run, m)})
+    notes = [note] if note else []
+    if merge and (dest / STUDY_FILE).is_file():
+        old = read_json(dest / STUDY_FILE, what="published study")
+        if old.get("headline") != rep["headline"]:
+            raise FtkError(f"the published study scores {old.get('headline')!r}, this one {rep['headline']!r}: "
+                           "export without --merge", path=dest / STUDY_FILE)
+        have = {r["trial"] for r in rows}
+        for r in old["rows"]:
+            if r["trial"] not in have:
+                shutil.copytree(dest / r["trial"], tmp / r["trial"])
+                rows.append({**r, "contended": r.get("contended", bool(old.get("contended")))})
+        notes = [n for n in (old.get("note"), note) if n]
+        rank = {"base": 0, "baseline": 1, "trial": 2}
+        rows.sort(key=lambda r: (rank[r["kind"]], r["trial"]))
     write_json(tmp / STUDY_FILE, {
         "study": dest.name, "headline": rep["headline"], "direction": rep["direction"], "rows": rows,
-        "contended": contended, "note": note, "exported_on": cpu_info(),
+        "contended": any(r["contended"] for r in rows), "note": "; ".join(notes), "exported_on": cpu_info(),
         "tests": rep["tests"]})
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
