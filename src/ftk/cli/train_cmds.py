@@ -116,16 +116,26 @@ def export_cmd(
     checkpoint: Annotated[str, typer.Option(help="last, best (lowest eval loss) or a step number")] = "last",
     out: Annotated[Optional[Path], typer.Option(help="export folder (default RUN/export-<checkpoint>)")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="stream LLaMA-Factory's whole output too")] = False,
+    gguf: Annotated[bool, typer.Option("--gguf", help="also write the merged causal LM as one GGUF file + an Ollama "
+                                       "Modelfile in RUN/gguf-<checkpoint> (or --out)")] = False,
+    outtype: Annotated[str, typer.Option(help="with --gguf: f32, f16, bf16 or q8_0")] = "f16",
 ) -> None:
-    """Merge a LoRA adapter into a full model (LLaMA-Factory export), from the chosen checkpoint.
+    """Merge a LoRA adapter into a full model (LLaMA-Factory export), from the chosen checkpoint;
+    with --gguf, also one GGUF file for llama.cpp / Ollama (tokenizer and training chat template inside).
 
     Examples:\n
       ftk export runs/yelp_chatglm3_lora-20261121-101500\n
-      ftk export runs/shopping_yi9b-20261121-101500 --checkpoint best
+      ftk export runs/shopping_yi9b-20261121-101500 --checkpoint best\n
+      ftk export runs/agnews_smollm2_lora-20261207-101500 --gguf --outtype q8_0
     """
-    from ftk.train.export import ExportFailed, export
+    from ftk.train.export import ExportFailed, export, export_gguf
 
     try:
+        if gguf:
+            print(f"[ftk] exported: {export_gguf(run, checkpoint=checkpoint, outtype=outtype, out=out, verbose=verbose)}")
+            return
+        if outtype != "f16":
+            raise FtkError("--outtype applies to --gguf only")
         print(f"[ftk] exported: {export(run, checkpoint=checkpoint, out=out, verbose=verbose)}")
     except ExportFailed as exc:
         print(f"error: {exc}", file=sys.stderr)

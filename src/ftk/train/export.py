@@ -159,3 +159,91 @@ class ExportFailed(RuntimeError):
     def __init__(self, message: str, code: int):
         super().__init__(message)
         self.code = code
+
+
+def export_gguf(run_dir: str | Path, *, checkpoint: str = "last", outtype: str = "f16", out: str | Path | None = None,
+                verbose: bool = False) -> Path:
+    """The run's fine-tuned causal LM as one GGUF file + an Ollama Modelfile in RUN/gguf-<checkpoint>/
+    (or `out`): the merged model (`ftk export`, reused when already there) written by
+    ftk.models.gguf_export, its chat template checked to give the ids ftk trained and evaluated with."""
+    import hashlib
+    import shutil
+
+    from ftk.fileio import sha256_file, write_json
+    from ftk.models.gguf_export import _outtype, ollama_modelfile, write_gguf
+
+    _outtype(outtype)  # an unknown type: one line before any work
+    run_dir = Path(run_dir)
+    manifest, recipe, _ = runs.read_run(run_dir)
+    if recipe.method.trainer == "ftk":
+        kind = recipe.method.head if recipe.method.head != "none" else recipe.method.finetuning_type
+        raise FtkError(f"a {kind.replace('_', ' ')} model cannot go to GGUF: llama.cpp runs causal language models "
+                       "(export without --gguf for a Hugging Face folder)", path=run_dir)
+    gguf_dir = Path(out) if out else run_dir / f"gguf-{checkpoint}"
+    if gguf_dir.exists() and (not gguf_dir.is_dir() or any(gguf_dir.iterdir())):
+        raise FtkError("GGUF folder exists and is not an empty folder", path=gguf_dir)
+    merged = run_dir / f"export-{checkpoint}"
+    if not (merged / "config.json").is_file():
+        merged = export(run_dir, checkpoint=checkpoint, verbose=verbose)
+    else:
+        print(f"[ftk] using the merged model already exported: {merged}", flush=True)
+    from transformers import AutoTokenizer
+
+    from ftk.train.prompts import load_template
+
+    tokenizer = AutoTokenizer.from_pretrained(str(merged))
+    template = load_template(tokenizer, recipe.model.template)
+    jinja = template._get_jinja_template(tokenizer)
+    base = Path(recipe.model.name_or_path)
+    hint = (json.loads((base / "ftk-import.json").read_text()).get("tokenizer") or {}).get("pre") \
+        if (base / "ftk-import.json").is_file() else None
+    stage = gguf_dir.parent / f".{gguf_dir.name}.partial"
+    shutil.rmtree(stage, ignore_errors=True)
+    try:
+        name = f"{recipe.name}-{outtype}.gguf"
+        print(f"[ftk] writing GGUF ({outtype}): {gguf_dir / name}", flush=True)
+        info = write_gguf(merged, stage / name, outtype=outtype, chat_template=jinja, name=recipe.name,
+                          pre_hint=hint)
+        check = check_prompt_ids(stage / name, tokenizer, template)
+        (stage / "Modelfile").write_text(ollama_modelfile(template, tokenizer, name), encoding="utf-8")
+        import gguf as gguf_pkg
+
+        from ftk import __version__
+        from ftk.models.gguf_import import _version
+        write_json(stage / "ftk-export.json", {
+            **info, "sha256": sha256_file(stage / name), "bytes": (stage / name).stat().st_size,
+            "run": str(run_dir), "checkpoint": checkpoint, "merged_model": str(merged),
+            "template": recipe.model.template, "template_sha256": hashlib.sha256(jinja.encode()).hexdigest(),
+            "prompt_check": check, "versions": {"ftk": __version__, "gguf": _version(gguf_pkg)}})
+        if gguf_dir.exists():
+            gguf_dir.rmdir()
+        stage.rename(gguf_dir)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    manifest = runs.read_manifest(run_dir)
+    manifest.setdefault("exports", []).append({"checkpoint": checkpoint, "gguf": str(gguf_dir / name),
+                                               "outtype": outtype, "merged_model": str(merged)})
+    runs.write_manifest(run_dir, manifest)
+    return gguf_dir / name
+
+
+PROMPT_PROBES = ("Classify the topic of this article: Stocks rallied 3.5% on Tuesday.",
+                 "Is this tweet about a real disaster? Answer yes or no.\n\nForest fire near La Ronge Sask. Canada")
+
+
+def check_prompt_ids(gguf_file: Path, tokenizer, template) -> dict:
+    """The GGUF's chat template, rendered and tokenized by the GGUF's own tokenizer (as llama.cpp does
+    for a rendered prompt), must give the prompt ids LLaMA-Factory's template gives (training, ftk eval)."""
+    from ftk.models.gguf_import import build_tokenizer, read_gguf
+
+    rebuilt = build_tokenizer(read_gguf(gguf_file), gguf_file)
+    for text in PROMPT_PROBES:
+        want, _ = template.encode_oneturn(tokenizer, [{"role": "user", "content": text},
+                                                      {"role": "assistant", "content": ""}])
+        rendered = rebuilt.apply_chat_template([{"role": "user", "content": text}], tokenize=False)
+        got = rebuilt(rendered, add_special_tokens=True).input_ids
+        if got != want:
+            raise FtkError(f"the exported chat template gives other prompt ids than training did ({len(got)} vs "
+                           f"{len(want)} tokens for {text[:30]!r}); not exported", path=gguf_file)
+    return {"probes": len(PROMPT_PROBES), "prompt_ids_equal": True}
