@@ -5,6 +5,7 @@
     python scripts/real_results.py --export           # finished studies in runs/study-<name>/ -> results/real/
     python scripts/real_results.py --export --studies agnews_smollm2 --shared   # the cores were shared
     python scripts/real_results.py --export --studies agnews_smollm2 --merge    # add this session's trials
+    python scripts/real_results.py --readme           # write the table into README.md between its markers
 
 Every row's accuracy / macro-F1 / entity F1 and its 95% CI are recomputed from `items.jsonl` with
 ftk's metric functions and must equal the recorded metrics.json (the script stops otherwise); the
@@ -33,6 +34,7 @@ SEED_FIGURES = {
     "fpb_smollm2_epochs": "S3 GPT-Neo-1.3B PT: 0.647 / 0.832 / 0.736 at 1 / 5 / 10 epochs",
     "yelp_smollm2": "S1 ChatGLM3-6B LoRA: micro-F1 0.406 -> 0.695",
 }
+BEGIN, END = "<!-- real-results:begin -->", "<!-- real-results:end -->"
 HEADER = ("| study | row | accuracy [95% CI] | macro-F1 [95% CI] | entity F1 [95% CI] | invalid | "
           "vs strongest base: delta, McNemar p (Holm) | vs strongest baseline: delta, p (Holm) | train s | n |")
 
@@ -97,6 +99,8 @@ def main() -> int:
     ap.add_argument("--shared", action="store_true", help="with --export: other work shared the machine's "
                     "cores while the studies ran (their times are upper bounds)")
     ap.add_argument("--note", default="", help="with --export: a sentence stored with the results")
+    ap.add_argument("--readme", action="store_true", help="write the table into README.md between the "
+                    f"{BEGIN} / {END} markers")
     ap.add_argument("--merge", action="store_true", help="with --export: keep the published rows of a study that "
                     "this runs folder does not hold (trials run in an earlier session)")
     args = ap.parse_args()
@@ -119,9 +123,20 @@ def main() -> int:
     except FtkError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(table(studies))
+    text = table(studies)
     if any(s.get("contended") for s in studies):
-        print("\n(shared): other work shared the CPU cores while the row ran: its train seconds are an upper bound.")
+        text += "\n\n(shared): other work shared the CPU cores while the row ran: its train seconds are an upper bound."
+    if args.readme:
+        readme = REPO / "README.md"
+        body = readme.read_text(encoding="utf-8")
+        if body.count(BEGIN) != 1 or body.count(END) != 1:
+            print(f"error: {readme}: expected one {BEGIN} and one {END} marker", file=sys.stderr)
+            return 2
+        head, rest = body.split(BEGIN)
+        readme.write_text(head + BEGIN + "\n" + text + "\n" + END + rest.split(END, 1)[1], encoding="utf-8")
+        print(f"written between the markers: {readme}")
+        return 0
+    print(text)
     return 0
 
 
