@@ -37,6 +37,14 @@ class TrainingFailed(RuntimeError):
         self.code = code
 
 
+class RequestsFailed(TrainingFailed):
+    """Some requests to a served model failed for good: the reports are written (those items count as
+    invalid) and the command exits 1, so a pipeline sees it; the same command asks only for them."""
+
+    def __init__(self, message: str):
+        super().__init__(message, 1)
+
+
 def interrupt_code(exc: BaseException) -> int:
     """The exit code an interrupt stands for: 143 for SIGTERM, 130 for Ctrl-C."""
     return getattr(exc, "code", EXIT_INTERRUPTED) if isinstance(exc, KeyboardInterrupt) else EXIT_INTERRUPTED

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import json
 import random
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import yaml
 
 from conftest import ftk_here
+from scripted_server import Server, completion
 
 KEY = "sk-hostile-" + "5d2e8a71c9b04f36"  # never real; must appear in no written file nor on the screen
 WORDS = ("market shares bank rally vote court storm league goal orbit chip patent merger budget drought "
@@ -28,66 +26,6 @@ def items_text(n: int, k: int = 3) -> str:
     rng = random.Random(n)
     return "\n###\n".join(f"{' '.join(rng.sample(WORDS, 3))} {n}-{j} | "
                           f"{' '.join(rng.sample(WORDS, 8))} number {n * 10 + j} today" for j in range(k))
-
-
-def completion(text, finish="stop", usage=None) -> bytes:
-    return json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m",
-                       "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                    "finish_reason": finish}],
-                       "usage": usage or {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}}).encode()
-
-
-class Server:
-    """`behave(n, request_body)` -> (status, content_type, body bytes) or ("drip", seconds)."""
-
-    def __init__(self, behave):
-        self.behave, self.calls, self.lock = behave, 0, threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def _send(self, status, ctype, body):
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_GET(self):
-                self._send(200, "application/json", b'{"object": "list", "data": [{"id": "m", "object": "model"}]}')
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-                with server.lock:
-                    n = server.calls
-                    server.calls += 1
-                action = server.behave(n, body)
-                if action[0] == "drip":
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", "100000")
-                    self.end_headers()
-                    end = time.monotonic() + action[1]
-                    try:
-                        while time.monotonic() < end:
-                            self.wfile.write(b" ")
-                            self.wfile.flush()
-                            time.sleep(0.3)
-                    except OSError:
-                        pass
-                    return
-                self._send(*action)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture

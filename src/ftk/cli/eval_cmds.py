@@ -28,7 +28,17 @@ def eval_cmd(
     task: Annotated[Optional[str], typer.Option(help="task of --predictions")] = None,
     data: Annotated[Optional[Path], typer.Option(help="prepared folder whose split holds the gold labels")] = None,
     mode: Annotated[Optional[str], typer.Option(help="generate (greedy text) or choice (label likelihoods)")] = None,
-    engine: Annotated[str, typer.Option(help="hf (default) or vllm (GPU nodes)")] = "hf",
+    engine: Annotated[str, typer.Option(help="hf (default), vllm (GPU nodes) or openai (a model behind an "
+                                        "OpenAI-compatible server: --base-url, --model)")] = "hf",
+    base_url: Annotated[Optional[str], typer.Option(help="--engine openai: the server, e.g. http://127.0.0.1:8080/v1")] = None,
+    model: Annotated[Optional[str], typer.Option(help="--engine openai: the served model's name")] = None,
+    api_key_env: Annotated[Optional[str], typer.Option(help="--engine openai: environment variable holding the API "
+                                                       "key (never written anywhere)")] = None,
+    api: Annotated[str, typer.Option(help="--engine openai: completions (ftk renders the recipe's template), chat "
+                                     "(the server's template) or auto (completions when the tokenizer is here)")] = "auto",
+    concurrency: Annotated[int, typer.Option(min=1, max=256, help="--engine openai: requests in flight")] = 4,
+    timeout: Annotated[float, typer.Option(min=1, help="--engine openai: seconds one request may take (the client "
+                                           "retries 429 / 5xx / timeouts twice)")] = 120.0,
     shards: Annotated[Optional[int], typer.Option(min=1, help="data-parallel processes (default: one per visible GPU)")] = None,
     shard: Annotated[Optional[str], typer.Option(hidden=True, help="internal: I/N worker of a sharded eval")] = None,
     fresh: Annotated[bool, typer.Option("--fresh", help="remove ftk's earlier outputs from the output folder "
@@ -43,13 +53,29 @@ def eval_cmd(
       ftk eval runs/agnews_tiny_cpu-20261121-101500\n
       ftk eval configs/agnews_tiny_cpu.yaml --base --mode choice\n
       ftk eval configs/agnews_tiny_cpu.yaml --base --mode choice --shots 8\n
-      ftk eval runs/agnews_tiny_cpu-20261121-101500 --checkpoints all
+      ftk eval runs/agnews_tiny_cpu-20261121-101500 --checkpoints all\n
+      ftk eval runs/agnews_tiny_cpu-20261121-101500 --engine openai --base-url http://127.0.0.1:8080/v1 --model m\n
+      ftk eval configs/agnews_tiny_cpu.yaml --base --engine openai --base-url https://api.openai.com/v1
+      --model gpt-4o-mini --api-key-env OPENAI_API_KEY
     """
     from ftk.eval.evaluate import evaluate_predictions, evaluate_run
     from ftk.eval.report import print_table
 
     if split is not None and split not in ("train", "validation", "test"):
         raise FtkError(f"--split {split!r}: expected train, validation or test")
+    served = None
+    if engine == "openai":
+        if not base_url or not model:
+            raise FtkError("--engine openai needs --base-url URL and --model NAME")
+        if predictions is not None or checkpoints is not None:
+            raise FtkError("--engine openai asks a served model: not with --predictions or --checkpoints")
+        from ftk.eval.served import ServedModel, check_served
+
+        served = ServedModel(base_url=base_url, model=model, api_key_env=api_key_env, api=api,
+                             concurrency=concurrency, timeout=timeout)
+        check_served(served)
+    elif base_url or model or api_key_env or api != "auto":
+        raise FtkError("--base-url, --model, --api-key-env and --api go with --engine openai")
     if overrides and not base:
         raise FtkError(f"unexpected argument {overrides[0]!r} (key=value overrides go with --base RECIPE)")
     if shots is not None and (predictions is not None or checkpoints is not None):
@@ -82,7 +108,7 @@ def eval_cmd(
     elif run is not None:
         metrics, out_dir = evaluate_run(run, out_dir=out, batch_size=batch_size, limit=limit, split=split,
                                         mode=mode, engine=engine, shards=shards, shard=shard, checkpoint=checkpoint,
-                                        fresh=fresh, shots=shots)
+                                        fresh=fresh, shots=shots, served=served)
         if shard is not None:
             return
     else:

@@ -54,8 +54,11 @@ def split_records(prepared_dir: str | Path, split: str, expected_sha256: str | N
 def check_eval_options(task: TaskSpec, *, mode: str, engine: str, out_dir: Path) -> None:
     if mode not in ("generate", "choice"):
         raise FtkError(f"--mode {mode!r}: expected generate or choice")
-    if engine not in ("hf", "vllm"):
-        raise FtkError(f"--engine {engine!r}: expected hf or vllm")
+    if engine not in ("hf", "vllm", "openai"):
+        raise FtkError(f"--engine {engine!r}: expected hf, vllm or openai")
+    if engine == "openai" and mode == "choice":
+        raise FtkError("--mode choice scores the labels with the model's own likelihoods; --engine openai generates "
+                       "answers (leave --mode out, or use --mode generate)")
     if engine == "vllm":  # checked before anything is loaded or written
         import importlib.util
 
@@ -100,7 +103,8 @@ def model_for(manifest: dict, recipe: Recipe, run_dir: Path, checkpoint: str | N
 def evaluate_run(run_dir: str | Path, *, out_dir: str | Path | None = None, batch_size: int | None = None,
                  limit: int | None = None, split: str | None = None, mode: str | None = None,
                  engine: str = "hf", shards: int | None = None, shard: str | None = None,
-                 checkpoint: str | None = None, fresh: bool = False, shots: int | None = None) -> tuple[dict, Path]:
+                 checkpoint: str | None = None, fresh: bool = False, shots: int | None = None,
+                 served=None) -> tuple[dict, Path]:
     """Evaluate a finished training run (or one of its checkpoints, or a base-model folder made by
     `ftk eval --base`) on its recipe's eval split; write reports to out_dir.
 
@@ -109,6 +113,7 @@ def evaluate_run(run_dir: str | Path, *, out_dir: str | Path | None = None, batc
     Predictions already in the folder are reused only when the same model, mode, engine, prompt
     settings and data made them (eval/identity.py); `fresh` starts the folder anew. `shots` (a base
     model only): K in-context examples from the train split before every item (eval/shots.py).
+    `served` (engine openai, eval/served.py): a model behind an OpenAI-compatible server answers instead.
     """
     run_dir = Path(run_dir)
     manifest, recipe, _ = read_run(run_dir)
@@ -132,6 +137,19 @@ def evaluate_run(run_dir: str | Path, *, out_dir: str | Path | None = None, batc
     check_eval_options(task, mode=mode, engine=engine, out_dir=out_dir)
     if head and engine != "hf":
         raise FtkError(f"--engine {engine}: a classification head is evaluated by ftk's own forward pass (hf)")
+    if (engine == "openai") != (served is not None):
+        raise FtkError("--engine openai needs --base-url and --model (and those go with --engine openai only)")
+    api = tokenizer = None
+    if served is not None:
+        from ftk.eval.served import check_served, preflight, resolve_api
+
+        check_served(served)
+        if checkpoint or shard is not None or (shards or 1) > 1:
+            raise FtkError("--engine openai asks the served model: no --checkpoint or --shards")
+        api, tokenizer = resolve_api(served, model_path, recipe.model.trust_remote_code)
+        import asyncio
+
+        asyncio.run(preflight(served))
     bs = batch_size or recipe.eval.batch_size
     if bs == "auto":
         bs = auto_batch_size()
@@ -144,7 +162,7 @@ def evaluate_run(run_dir: str | Path, *, out_dir: str | Path | None = None, batc
         predict(records[i::n], Path(out_dir), file_name=f"predictions.shard-{i}.jsonl", progress=False,
                 room_records=records, **kwargs)
         return {}, Path(out_dir)
-    shards = shards if shards is not None else max(1, visible_gpus())
+    shards = 1 if served is not None else shards if shards is not None else max(1, visible_gpus())
     if shards > 1 and not head and not visible_gpus():
         print(f"[ftk] warning: --shards {shards} with no GPU runs {shards} CPU processes that share this machine's "
               f"cores, each loading the model: usually slower than one", file=sys.stderr, flush=True)
@@ -160,6 +178,8 @@ def evaluate_run(run_dir: str | Path, *, out_dir: str | Path | None = None, batc
         "split": split, "data_sha256": split_sha256(recipe.data.prepared_dir, data_manifest, split),
         "shots": [r["id"] for r in examples] or None,
     }
+    if served is not None:  # what answers is the server's model, whatever the run's weights are
+        identity.update({"model": f"{served.model} at {served.base_url}", "base_model": None, "api": api})
     with claimed(Path(out_dir), identity, fresh=fresh):
         done = read_done(Path(out_dir) / PREDICTIONS)
         fresh_rows = sum(r["id"] not in done for r in records)  # rows this call predicts (the rest are reused)
@@ -173,6 +193,13 @@ def evaluate_run(run_dir: str | Path, *, out_dir: str | Path | None = None, batc
                                   trust_remote_code=recipe.model.trust_remote_code,
                                   info=head_info(recipe, task) if base else None,
                                   info_dir=Path(manifest.get("model_dir") or run_dir / "model"))
+        elif served is not None:
+            from ftk.eval.served import predict_served
+
+            preds, served_info = predict_served(
+                records, Path(out_dir), served, api=api, tokenizer=tokenizer, template=recipe.model.template,
+                task=task, cutoff_len=recipe.train.cutoff_len, prompt_template=kwargs["prompt_template"],
+                shots=examples, max_new_tokens=recipe.eval.max_new_tokens)
         elif shards > 1:
             Path(out_dir).mkdir(parents=True, exist_ok=True)
             extra = ["--split", split, "--mode", mode, "--engine", engine,
@@ -196,7 +223,18 @@ def evaluate_run(run_dir: str | Path, *, out_dir: str | Path | None = None, batc
                     "checkpoint": checkpoint, "mode": mode, "engine": engine, "shards": shards,
                     "shots": len(examples), "shot_ids": [r["id"] for r in examples],
                     "identity": {k: v for k, v in identity.items() if k != "made_by"}})
+    if served is not None:
+        metrics["served"] = served_info
+        metrics["model"], metrics["adapter"] = f"{served.model} at {served.base_url}", None
     write_outputs(out_dir, metrics, rows, task)
+    if served is not None and served_info["failed"]:
+        from ftk.errors import RequestsFailed
+
+        n = sum(served_info["failed"].values())
+        raise RequestsFailed(f"{n} of {len(records)} requests failed ("
+                             + ", ".join(f"{k} x {v}" for k, v in served_info["failed"].items())
+                             + f"); they count as invalid in {out_dir}/metrics.json; run the same command again "
+                             "to ask only for those")
     return metrics, out_dir
 
 
