@@ -175,3 +175,33 @@ def test_stops_and_bad_options_are_one_line(recipe, serve, tmp_path):
         assert KEY not in proc.stderr
     proc = run_ftk("eval", str(recipe), "--base", "--base-url", server.url, cwd=tmp_path)
     assert proc.returncode == 2 and "go with --engine openai" in proc.stderr
+
+
+def test_a_served_model_is_a_study_base_row_and_compares(recipe, tiny_model, serve, tmp_path):
+    import yaml
+
+    tok = _tokenizer(tiny_model)
+    server = serve(answering(tok, label="World"))
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump({
+        "name": "served_rows", "recipe": str(recipe), "base": False,
+        "bases": [{"served": {"base_url": server.url, "model": "Hosted-LLM v2"}}],
+        "baselines": ["majority"]}))
+    out = tmp_path / "study"
+    proc = ftk_here("study", "run", study, "--out", out, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rep = json.loads((out / "report.json").read_text())
+    rows = {r["trial"]: r for r in rep["rows"]}
+    row = rows["base-generate-hosted-llm-v2"]
+    assert row["what"] == "served model Hosted-LLM v2 (zero-shot generate, completions endpoint)" and row["base"]
+    assert rep["strongest_base"] == "base-generate-hosted-llm-v2"
+    # finished rows are reused: the same study again asks the server nothing
+    calls = server.calls
+    assert ftk_here("study", "run", study, "--out", out, cwd=tmp_path).returncode == 0 and server.calls == calls
+    proc = ftk_here("compare", Path(row["eval_dir"]), Path(rows["baseline-majority"]["eval_dir"]), cwd=tmp_path)
+    assert proc.returncode == 0 and "McNemar" in proc.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"name": "b", "recipe": str(recipe), "bases": [
+        {"mode": "choice", "served": {"base_url": server.url, "model": "m"}}]}))
+    proc = ftk_here("study", "run", bad, "--dry-run", cwd=tmp_path)
+    assert proc.returncode == 2 and "mode choice needs the model's own likelihoods" in proc.stderr

@@ -136,6 +136,9 @@ def _what(state: dict, m: dict) -> str:
             m.get("mode"), str(m.get("mode")))
         if m.get("shots"):
             mode = f"{m['shots']}-shot {m.get('mode')}"
+        served = m.get("served")
+        if served:
+            return f"served model {served['model']} ({mode}, {served['api']} endpoint)"
         return f"base model ({mode})"
     return ""
 

@@ -31,6 +31,7 @@ class Trial:
     mode: str | None = None  # a `bases` row: its eval mode and in-context examples
     shots: int | None = None
     baseline: str | None = None  # a `baselines` row: tfidf or majority
+    served: Any = None  # a `bases` row answered by a served model (spec.ServedRow)
 
 
 def study_dir(spec: StudySpec, out: str | Path | None = None) -> Path:
@@ -53,7 +54,7 @@ def plan_trials(spec: StudySpec, recipe_path: Path, sdir: Path) -> list[Trial]:
     """The base rows and baselines (when asked), then the grid trials, in a fixed order."""
     trials = [_trial(spec, recipe_path, sdir, "base", {}, base=True)] if spec.base else []
     trials += [_trial(spec, recipe_path, sdir, row.id, {}, base=True, mode=row.mode, shots=row.shots,
-                      overrides=base_row_overrides(spec, recipe_path, row)) for row in spec.bases]
+                      served=row.served, overrides=base_row_overrides(spec, recipe_path, row)) for row in spec.bases]
     trials += [_trial(spec, recipe_path, sdir, f"baseline-{b}", {}, baseline=b) for b in spec.baselines]
     if spec.strategy == "grid":
         trials += [_trial(spec, recipe_path, sdir, trial_id(i, v), v) for i, v in enumerate(trial_overrides(spec))]
@@ -90,6 +91,9 @@ def trial_identity(trial: Trial, spec: StudySpec, recipe_path: Path) -> dict:
     flat.update({f"study.eval.{k}": v for k, v in _flat(spec.eval.model_dump(mode="json")).items()})
     if trial.mode or trial.shots:  # a `bases` row
         flat.update({"base.mode": trial.mode, "base.shots": trial.shots})
+    if trial.served is not None:  # the served model answers: its server and name (never a key)
+        flat.update({f"base.served.{k}": v for k, v in trial.served.model_dump(mode="json").items()
+                     if k != "concurrency"})
     if trial.baseline:
         flat["baseline"] = trial.baseline
     return json.loads(json.dumps(flat))  # as it reads back from the state file (tuples -> lists)
@@ -131,7 +135,8 @@ def run_trial(trial: Trial, spec: StudySpec, recipe_path: Path, sdir: Path) -> d
     recipe = check_for_training(recipe_path, trial.overrides)
     # The trials of a study are one W&B group: set in the trainer's environment, never in ftk's own.
     extra_env = {"WANDB_RUN_GROUP": spec.name} if recipe.tracking.report_to == "wandb" else None
-    what = (f"the base model ({trial.mode}" + (f", {trial.shots} examples in context)" if trial.shots else ")")
+    what = (f"{'the served model ' + trial.served.model if trial.served else 'the base model'} ({trial.mode}"
+            + (f", {trial.shots} examples in context)" if trial.shots else ")")
             if trial.mode else "the base model") if trial.base else (", ".join(as_overrides(trial.varied)) or "the recipe as it is")
     print(f"[study] trial {trial.id}: {what}", flush=True)
     identity = trial_identity(trial, spec, recipe_path)
@@ -143,8 +148,14 @@ def run_trial(trial: Trial, spec: StudySpec, recipe_path: Path, sdir: Path) -> d
     except TrainingFailed as exc:
         raise TrainingFailed(f"study {spec.name}: trial {trial.id} failed ({exc}); finished trials are kept: run "
                              "the study again to resume", exc.code) from None
+    served = None
+    if trial.served is not None:
+        from ftk.eval.served import ServedModel
+
+        served = ServedModel(**trial.served.model_dump())
     metrics, eval_dir = evaluate_run(run_dir, split=spec.eval.split, mode=trial.mode or spec.eval.mode,
-                                     limit=spec.eval.limit, shots=trial.shots)
+                                     limit=spec.eval.limit, shots=trial.shots, served=served,
+                                     engine="openai" if served else "hf")
     return _done(trial, sdir, run_dir, eval_dir, metrics, identity)
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -81,6 +82,16 @@ class EvalSpec(_Strict):
 GENERATIVE_BASE = ["method.head=none", "method.class_weights=none", "method.lora_bias=none"]
 
 
+class ServedRow(_Strict):
+    """A model behind an OpenAI-compatible server answers this base row (`ftk eval --engine openai`)."""
+
+    base_url: str = Field(description="the server, e.g. http://127.0.0.1:8080/v1 or https://api.openai.com/v1")
+    model: str = Field(min_length=1, description="the served model's name")
+    api_key_env: str | None = Field(None, description="environment variable holding the API key (never written)")
+    api: Literal["auto", "completions", "chat"] = "auto"
+    concurrency: int = Field(4, ge=1, le=256)
+
+
 class BaseRow(_Strict):
     """One more row of the recipe's model before training (besides `base: true`, the recipe's own
     mode: the untrained head for head recipes)."""
@@ -89,10 +100,19 @@ class BaseRow(_Strict):
     shots: int | None = Field(None, ge=1, le=64, description="in-context examples from the train split")
     overrides: list[str] = Field(default_factory=list, description="key=value for this row only (e.g. a longer "
                                  "train.cutoff_len to make room for the examples)")
+    served: ServedRow | None = Field(None, description="a served model answers instead of the recipe's (mode "
+                                     "generate)")
+
+    @model_validator(mode="after")
+    def _served_generates(self) -> BaseRow:
+        if self.served is not None and self.mode != "generate":
+            raise ValueError("a served model generates its answers: mode choice needs the model's own likelihoods")
+        return self
 
     @property
     def id(self) -> str:
-        return f"base-{self.mode}" + (f"-{self.shots}shot" if self.shots else "")
+        served = "-" + re.sub(r"[^A-Za-z0-9.]+", "-", self.served.model).strip("-").lower() if self.served else ""
+        return f"base-{self.mode}" + (f"-{self.shots}shot" if self.shots else "") + served
 
 
 class StudySpec(_Strict):
