@@ -21,7 +21,6 @@ from ftk.eval.report import ci_method, one_class
 from ftk.fileio import read_json, write_json, write_text
 from ftk.study.state import load_states
 
-
 MCNEMAR = "McNemar on per-item correctness (exact binomial below 25 discordant items, else chi-square with " \
           "continuity correction)"
 
