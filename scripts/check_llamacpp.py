@@ -46,6 +46,47 @@ def _items(folder: Path) -> dict[str, dict]:
     return {r["id"]: r for r in rows}
 
 
+def roundtrip_f32(run_dir: Path, n: int = 16) -> dict:
+    """`ftk export --gguf --outtype f32`, then `ftk model import` of that file: logits of the first n test
+    prompts against the merged model's (transformers, fp32). Exact equality is the claim."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ftk.eval.evaluate import split_records
+    from ftk.train.runs import read_run
+
+    gdir = run_dir / "gguf-last-f32"
+    if not list(gdir.glob("*.gguf")):
+        proc = _ftk("export", str(run_dir), "--gguf", "--outtype", "f32", "--out", str(gdir))
+        if proc.returncode != 0:
+            raise SystemExit(f"export f32 failed: {proc.stderr.strip()[-400:]}")
+    (gguf,) = gdir.glob("*.gguf")
+    imported = run_dir / "gguf-f32-imported"
+    shutil.rmtree(imported, ignore_errors=True)
+    proc = _ftk("model", "import", str(gguf), str(imported))
+    if proc.returncode != 0:
+        raise SystemExit(f"import failed: {proc.stderr.strip()[-400:]}")
+    _, recipe, _ = read_run(run_dir)
+    records, _ = split_records(recipe.data.prepared_dir, recipe.eval.split, limit=n)
+    merged = run_dir / "export-last"
+    tok = AutoTokenizer.from_pretrained(merged)
+    a = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32).eval()
+    b = AutoModelForCausalLM.from_pretrained(imported, dtype=torch.float32).eval()
+    equal, worst = 0, 0.0
+    with torch.no_grad():
+        for r in records:
+            text = tok.apply_chat_template([{"role": "user", "content": r["instruction"] + r.get("input", "")}],
+                                           tokenize=False)
+            ids = tok(text, return_tensors="pt").input_ids
+            la, lb = a(ids).logits, b(ids).logits
+            equal += bool(torch.equal(la, lb))
+            worst = max(worst, float((la - lb).abs().max()))
+    shutil.rmtree(imported, ignore_errors=True)
+    return {"prompts": len(records), "logits_identical": equal, "max_abs_diff": worst}
+
+
 def prompt_ids_check(gguf: Path, run_dir: Path, limit: int | None) -> tuple[int, int]:
     """(equal, total): llama.cpp's tokenizer on each rendered prompt vs ftk's prompt ids."""
     from llama_cpp import Llama
@@ -109,6 +150,7 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=None, help="only the first N test items")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--out", default=None, help="write summary.json and items-<type>.jsonl here")
+    ap.add_argument("--roundtrip", action="store_true", help="first: export f32, import it back, compare logits")
     args = ap.parse_args()
     from ftk.train.runs import cpu_info
 
@@ -121,6 +163,10 @@ def main() -> int:
     ref_metrics = json.loads((ref_dir / "metrics.json").read_text())
     rows, summary = [], {"run": str(run_dir), "cpu": cpu_info(), "ftk_accuracy": ref_metrics.get("accuracy"),
                          "types": {}}
+    if args.roundtrip:
+        summary["roundtrip_f32"] = rt = roundtrip_f32(run_dir)
+        print(f"f32 export -> ftk model import: logits identical on {rt['logits_identical']} of {rt['prompts']} "
+              f"prompts (max |diff| {rt['max_abs_diff']:.3g})", flush=True)
     for outtype in [t for t in args.outtypes.split(",") if t]:
         gdir = run_dir / f"gguf-last-{outtype}"
         t0 = time.perf_counter()
@@ -161,6 +207,7 @@ def main() -> int:
               f"{i['agree']}/{i['n']} ({i['agreement']:.2%}) | {i['accuracy']:.4f} | {i['ftk_accuracy_same_items']:.4f} | "
               f"{i['invalid_rate']:.1%} | {i['rows_per_s']} |")
     if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
         (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=2))
     return 0
 
