@@ -28,6 +28,9 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
 # session, so tests that share an expensive fixture stay on one worker (it is built once), a file's
 # tests stay together (its module fixtures are built once), and the tests that open rendezvous ports
 # (torchrun, SLURM) take turns on one worker instead of racing for a free port.
+# the `serve` fixture: a scripted OpenAI-compatible server (tests/scripted_server.py)
+pytest_plugins = ("scripted_server",)
+
 SHARED_FIXTURE_GROUPS = ("demo_run", "smollm2")
 PORT_GROUP = "rendezvous-ports"
 

@@ -8,6 +8,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pytest
+
 
 def completion(text, finish="stop", usage=None) -> bytes:
     """A chat completion's JSON body."""
@@ -80,3 +82,18 @@ class Server:
     def close(self):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+@pytest.fixture
+def serve():
+    """start(behave) -> a running Server; every server started is closed after the test."""
+    servers = []
+
+    def start(behave):
+        s = Server(behave)
+        servers.append(s)
+        return s
+
+    yield start
+    for s in servers:
+        s.close()

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from conftest import ftk_here
-from scripted_server import Server, completion
+from scripted_server import completion
 
 KEY = "sk-hostile-" + "5d2e8a71c9b04f36"  # never real; must appear in no written file nor on the screen
 WORDS = ("market shares bank rally vote court storm league goal orbit chip patent merger budget drought "
@@ -26,20 +27,6 @@ def items_text(n: int, k: int = 3) -> str:
     rng = random.Random(n)
     return "\n###\n".join(f"{' '.join(rng.sample(WORDS, 3))} {n}-{j} | "
                           f"{' '.join(rng.sample(WORDS, 8))} number {n * 10 + j} today" for j in range(k))
-
-
-@pytest.fixture
-def serve():
-    servers = []
-
-    def start(behave):
-        s = Server(behave)
-        servers.append(s)
-        return s
-
-    yield start
-    for s in servers:
-        s.close()
 
 
 def ok(n, body):

@@ -13,23 +13,9 @@ from pathlib import Path
 import pytest
 
 from conftest import ftk_here, run_ftk, tiny_recipe
-from scripted_server import Server, completion, text_completion
+from scripted_server import completion, text_completion
 
 KEY = "sk-served-" + "93b1c7e25a4d"  # never real: must appear in no written file nor on the screen
-
-
-@pytest.fixture
-def serve():
-    servers = []
-
-    def start(behave):
-        s = Server(behave)
-        servers.append(s)
-        return s
-
-    yield start
-    for s in servers:
-        s.close()
 
 
 @pytest.fixture(scope="module")
