@@ -16,11 +16,12 @@ TEST_WORKERS ?= 2
 XDIST  := $(if $(filter 0,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS) --dist loadgroup)
 RUN    ?=
 
-.PHONY: venv demo test test-fast prepare train eval real clean help
+.PHONY: venv llamacpp demo test test-fast prepare train eval real clean help
 
 help:
 	@echo "make demo            offline end-to-end demo: synthetic AG News -> tiny model -> train -> eval"
-	@echo "make test            the full test suite on TEST_WORKERS=2 workers (includes real tiny LLaMA-Factory runs)"
+	@echo "make test            the full test suite on TEST_WORKERS=2 workers (includes real tiny LLaMA-Factory runs;"
+	@echo "                     installs the llamacpp extra first: llama.cpp builds once, ~13 min)"
 	@echo "make prepare RECIPE=configs/x.yaml   prepare the recipe's data"
 	@echo "make train RECIPE=configs/x.yaml     train (new run directory under runs/)"
 	@echo "make eval RUN=runs/<run>             evaluate a run on its test split"
@@ -34,10 +35,20 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
+# The llamacpp extra (llama-cpp-python and its server): the tests check `ftk export --gguf` in llama.cpp
+# itself. It builds llama.cpp from source (~13 min of CPU the first time; pip keeps the wheel in its
+# cache). Never a step of `make demo`. If it cannot build here, its tests skip, saying why.
+LLAMA_STAMP := $(VENV)/.llamacpp
+llamacpp: $(LLAMA_STAMP)
+$(LLAMA_STAMP): $(STAMP)
+	@echo "installing the llamacpp extra (llama.cpp builds from source the first time: ~13 min on 2 cores)"
+	@$(PY) -m pip install -q -c constraints.txt -e '.[llamacpp]' && touch $(LLAMA_STAMP) || \
+	  echo "warning: the llamacpp extra did not install; the llama.cpp tests will skip"
+
 demo: $(STAMP)
 	$(FTK) demo
 
-test: $(STAMP)
+test: $(STAMP) $(LLAMA_STAMP)
 	$(PY) -m pytest -q $(XDIST) --durations=15
 
 test-fast: $(STAMP)

@@ -151,17 +151,24 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--out", default=None, help="write summary.json and items-<type>.jsonl here")
     ap.add_argument("--roundtrip", action="store_true", help="first: export f32, import it back, compare logits")
+    ap.add_argument("--ref", default=None, help="the run's own ftk evaluation to compare with (default RUN/eval-test)")
     args = ap.parse_args()
     from ftk.train.runs import cpu_info
 
     run_dir = Path(args.run)
-    ref_dir = run_dir / "eval-test"
+    ref_dir = Path(args.ref) if args.ref else run_dir / "eval-test"
     if not (ref_dir / "items.jsonl").is_file():
         print(f"error: {ref_dir}: evaluate the run first (ftk eval {run_dir})", file=sys.stderr)
         return 2
     ref = _items(ref_dir)
     ref_metrics = json.loads((ref_dir / "metrics.json").read_text())
+    import gguf
+    import llama_cpp
+
+    from ftk.models.gguf_import import _version
+
     rows, summary = [], {"run": str(run_dir), "cpu": cpu_info(), "ftk_accuracy": ref_metrics.get("accuracy"),
+                         "versions": {"llama-cpp-python": llama_cpp.__version__, "gguf": _version(gguf)},
                          "types": {}}
     if args.roundtrip:
         summary["roundtrip_f32"] = rt = roundtrip_f32(run_dir)

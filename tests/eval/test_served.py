@@ -163,6 +163,7 @@ def test_stops_and_bad_options_are_one_line(recipe, serve, tmp_path):
     assert proc.returncode == 2 and "go with --engine openai" in proc.stderr
 
 
+@pytest.mark.slow
 def test_a_served_model_is_a_study_base_row_and_compares(recipe, tiny_model, serve, tmp_path):
     import yaml
 

@@ -121,3 +121,34 @@ def test_a_head_cannot_go_to_gguf(demo_run, tmp_path):
     assert "sequence classification model cannot go to GGUF" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert sorted(p.name for p in fake.iterdir()) == ["manifest.json"]
+
+
+@pytest.mark.slow
+def test_llama_cpp_reads_the_export_as_ftk_does(demo_run, tmp_path):
+    """llama.cpp itself (llama-cpp-python, the llamacpp extra): its tokenizer gives ftk's prompt ids for
+    every prompt, and through `python -m llama_cpp.server` + `ftk eval --engine openai` its greedy answers
+    agree with ftk's own eval (f16 and q8_0, 40 test prompts)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("llama_cpp", reason="the llamacpp extra is not installed (make llamacpp)")
+    from conftest import REPO
+
+    _, run_dir, _ = demo_run
+    ref = tmp_path / "ref"
+    proc = ftk_here("eval", run_dir, "--limit", "40", "--out", ref, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = tmp_path / "check"
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "check_llamacpp.py"), str(run_dir), "--limit", "40",
+                           "--ref", str(ref), "--threads", "1", "--out", str(out)], capture_output=True, text=True,
+                          timeout=900, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    for outtype, floor in (("f16", 0.99), ("q8_0", 0.97)):
+        t = summary["types"][outtype]
+        assert t["prompt_ids_equal"] == t["prompts"] == 40, (outtype, t)
+        assert t["server_prompt_tokens_differ"] == 0
+        assert t["agreement"] >= floor and abs(t["accuracy"] - t["ftk_accuracy_same_items"]) <= 0.05, (outtype, t)
+    items = (out / "items-f16.jsonl").read_text().splitlines()
+    assert len(items) == 40 and set(json.loads(items[0])) == {"id", "gold", "ftk", "llamacpp"}
+    assert "| f16 |" in proc.stdout and "| q8_0 |" in proc.stdout
