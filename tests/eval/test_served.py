@@ -171,7 +171,7 @@ def test_a_served_model_is_a_study_base_row_and_compares(recipe, tiny_model, ser
     server = serve(answering(tok, label="World"))
     study = tmp_path / "study.yaml"
     study.write_text(yaml.safe_dump({
-        "name": "served_rows", "recipe": str(recipe), "base": False,
+        "name": "served_rows", "recipe": str(recipe), "base": False, "overrides": ["train.max_steps=5"],
         "bases": [{"served": {"base_url": server.url, "model": "Hosted-LLM v2"}}],
         "baselines": ["majority"]}))
     out = tmp_path / "study"
@@ -182,6 +182,8 @@ def test_a_served_model_is_a_study_base_row_and_compares(recipe, tiny_model, ser
     row = rows["base-generate-hosted-llm-v2"]
     assert row["what"] == "served model Hosted-LLM v2 (zero-shot generate, completions endpoint)" and row["base"]
     assert rep["strongest_base"] == "base-generate-hosted-llm-v2"
+    (tuned,) = [r for r in rep["rows"] if not (r["base"] or r["baseline"])]  # the recipe itself, 5 steps
+    assert tuned["vs_base"]["delta"] == pytest.approx(tuned["value"] - row["value"])
     # finished rows are reused: the same study again asks the server nothing
     calls = server.calls
     assert ftk_here("study", "run", study, "--out", out, cwd=tmp_path).returncode == 0 and server.calls == calls
