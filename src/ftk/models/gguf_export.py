@@ -171,8 +171,9 @@ def tokenizer_fields(tokenizer, n_vocab: int, hint: str | None = None) -> dict[s
 
 
 def write_gguf(model_dir: str | Path, out_file: str | Path, *, outtype: str = "f16", chat_template: str | None,
-               name: str, pre_hint: str | None = None) -> dict[str, Any]:
-    """model_dir (Hugging Face Llama folder) -> out_file (GGUF). Returns what was written."""
+               name: str, pre_hint: str | None = None) -> tuple[dict[str, Any], Any]:
+    """model_dir (Hugging Face Llama folder) -> out_file (GGUF). Returns what was written, and the
+    tokenizer rebuilt from the written file (as `ftk model import` and llama.cpp read it)."""
     import gguf
     from transformers import AutoTokenizer
 
@@ -227,15 +228,15 @@ def write_gguf(model_dir: str | Path, out_file: str | Path, *, outtype: str = "f
         w.close()
         tmp.unlink(missing_ok=True)
         raise
-    check_tokenizer(out_file, tokenizer)
+    rebuilt = check_tokenizer(out_file, tokenizer)
     return {"file": out_file.name, "outtype": outtype, "tensor_types": dict(sorted(kinds.items())),
             "tokenizer": {"pre": tok["pre"], "vocab": n_vocab, "bos": tok["bos"], "eos": tok["eos"], "pad": tok["pad"],
-                          "add_bos": tok["add_bos"]}, "chat_template": bool(chat_template)}
+                          "add_bos": tok["add_bos"]}, "chat_template": bool(chat_template)}, rebuilt
 
 
-def check_tokenizer(gguf_file: Path, tokenizer) -> None:
-    """The tokenizer rebuilt from the written file (as `ftk model import` rebuilds it) gives the model's
-    ids on every probe; else the file is removed."""
+def check_tokenizer(gguf_file: Path, tokenizer):
+    """The tokenizer rebuilt from the written file (as `ftk model import` rebuilds it), which must give
+    the model's ids on every probe; else the file is removed."""
     from ftk.models.gguf_import import build_tokenizer, read_gguf
 
     try:
@@ -246,6 +247,7 @@ def check_tokenizer(gguf_file: Path, tokenizer) -> None:
     except BaseException:
         gguf_file.unlink(missing_ok=True)
         raise
+    return rebuilt
 
 
 def ollama_modelfile(template, tokenizer, gguf_name: str) -> str:

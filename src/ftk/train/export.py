@@ -202,9 +202,9 @@ def export_gguf(run_dir: str | Path, *, checkpoint: str = "last", outtype: str =
     try:
         name = f"{recipe.name}-{outtype}.gguf"
         print(f"[ftk] writing GGUF ({outtype}): {gguf_dir / name}", flush=True)
-        info = write_gguf(merged, stage / name, outtype=outtype, chat_template=jinja, name=recipe.name,
+        info, rebuilt = write_gguf(merged, stage / name, outtype=outtype, chat_template=jinja, name=recipe.name,
                           pre_hint=hint)
-        check = check_prompt_ids(stage / name, tokenizer, template)
+        check = check_prompt_ids(stage / name, rebuilt, tokenizer, template)
         (stage / "Modelfile").write_text(ollama_modelfile(template, tokenizer, name), encoding="utf-8")
         import gguf as gguf_pkg
 
@@ -232,12 +232,9 @@ PROMPT_PROBES = ("Classify the topic of this article: Stocks rallied 3.5% on Tue
                  "Is this tweet about a real disaster? Answer yes or no.\n\nForest fire near La Ronge Sask. Canada")
 
 
-def check_prompt_ids(gguf_file: Path, tokenizer, template) -> dict:
+def check_prompt_ids(gguf_file: Path, rebuilt, tokenizer, template) -> dict:
     """The GGUF's chat template, rendered and tokenized by the GGUF's own tokenizer (as llama.cpp does
     for a rendered prompt), must give the prompt ids LLaMA-Factory's template gives (training, ftk eval)."""
-    from ftk.models.gguf_import import build_tokenizer, read_gguf
-
-    rebuilt = build_tokenizer(read_gguf(gguf_file), gguf_file)
     for text in PROMPT_PROBES:
         want, _ = template.encode_oneturn(tokenizer, [{"role": "user", "content": text},
                                                       {"role": "assistant", "content": ""}])
